@@ -1,0 +1,35 @@
+"""zotune: memory-efficient zeroth-order fine-tuning of language models."""
+
+from zotune.errors import (
+    ConfigError,
+    DataError,
+    AssetError,
+    NonFiniteLossError,
+    StateError,
+    UnknownNameError,
+    ZotuneError,
+    ZotuneWarning,
+)
+from zotune.methods import METHODS, Method, MethodConfig, register_method
+from zotune.optim import ZOOptimizer
+from zotune.updates import UPDATES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ZOOptimizer",
+    "METHODS",
+    "UPDATES",
+    "Method",
+    "MethodConfig",
+    "register_method",
+    "ZotuneError",
+    "ConfigError",
+    "DataError",
+    "AssetError",
+    "NonFiniteLossError",
+    "StateError",
+    "UnknownNameError",
+    "ZotuneWarning",
+    "__version__",
+]

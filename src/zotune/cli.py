@@ -1,0 +1,189 @@
+"""The ``zotune`` command line: ``train``, ``eval`` and ``list``.
+
+The only module that prints, reads the environment for logging, or seeds the process. Every ``ZotuneError``
+becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import types
+import typing
+import warnings
+from typing import Any, Sequence
+
+from zotune.errors import ConfigError, ZotuneError, ZotuneWarning
+
+__all__ = ["main", "build_parser"]
+
+
+def _field_type(field: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(_train_config_cls())[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return args[0]
+    return hint
+
+
+def _train_config_cls():
+    from zotune.train.config import TrainConfig
+
+    return TrainConfig
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"Invalid --option {text!r} (expected KEY=VALUE)")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zotune", description="Zeroth-order (forward-pass only) fine-tuning of language models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune a model on a task", argument_default=argparse.SUPPRESS)
+    train.add_argument("--config", help="YAML file of settings; flags given here override it")
+    for field in dataclasses.fields(_train_config_cls()):
+        if field.name in ("method_options", "resume", "save_best"):
+            continue
+        kind = _field_type(field)
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        train.add_argument(flag, type=kind, metavar=field.name.upper(),
+                           help=f"{field.metadata.get('help', '')} (default: {default})")
+    train.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="a method option, repeatable (e.g. --option rho=0.2)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    train.add_argument("--no-save-best", dest="save_best", action="store_false",
+                       help="do not write the best-dev model folder")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    ev = sub.add_parser("eval", help="score a model (or a training checkpoint) on a task")
+    ev.add_argument("--model", default="smollm2-135m", help="built-in name, folder, .gguf or hub id")
+    ev.add_argument("--checkpoint", help="a zotune checkpoint folder whose weights replace the model's")
+    ev.add_argument("--task", default="rotten_tomatoes")
+    ev.add_argument("--data-dir")
+    ev.add_argument("--split", choices=("eval", "dev"), default="eval")
+    ev.add_argument("--num-train", type=int, default=1000)
+    ev.add_argument("--num-dev", type=int, default=200)
+    ev.add_argument("--num-eval", type=int, default=500)
+    ev.add_argument("--data-seed", type=int, default=0)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--max-length", type=int, default=256)
+    ev.add_argument("--dtype", default="float32")
+
+    sub.add_parser("list", help="list methods, update rules, tasks and built-in assets")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from zotune.train.config import TrainConfig, load_yaml_config
+    from zotune.train.loop import train
+
+    values = dict(vars(args))
+    progress = values.pop("progress", True)
+    for key in ("command", "config", "option"):
+        values.pop(key, None)
+    settings = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    settings.update(values)
+    options = dict(settings.get("method_options") or {})
+    options.update(_parse_option(o) for o in (getattr(args, "option", None) or []))
+    settings["method_options"] = options
+    config = TrainConfig.from_dict(settings)
+    import torch
+
+    torch.manual_seed(config.seed)  # the process is seeded once; the algorithm uses its own generators
+    print(f"zotune: {config.method} ({config.update}) on {config.task} with {config.model}, "
+          f"{config.steps} steps, lr {config.lr}, eps {config.eps}, batch {config.batch_size}", flush=True)
+    result = train(config, progress=progress)
+    zs, fin = result.zero_shot.get("eval_accuracy"), result.final.get("eval_accuracy")
+    print(f"\nHeld-out accuracy ({config.num_eval} examples):")
+    if zs is not None:
+        print(f"  zero-shot   {zs:.4f}")
+    if fin is not None:
+        print(f"  fine-tuned  {fin:.4f}  (best dev {result.best_dev_accuracy:.4f} at step {result.best_step})")
+    if zs is not None and fin is not None:
+        print(f"  gain        {fin - zs:+.4f}")
+    print(f"{result.steps} steps, {result.forward_passes} forward passes, {result.train_seconds:.0f} s training")
+    for name, path in result.files.items():
+        print(f"  {name:<10} {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from safetensors.torch import load_file
+
+    from zotune.assets import load_model
+    from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
+    from zotune.train.checkpoint import WEIGHTS, load_trainable_state
+
+    task = TASKS.get(args.task)
+    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    if args.checkpoint:
+        from pathlib import Path
+
+        weights = Path(args.checkpoint) / WEIGHTS
+        if not weights.is_file():
+            raise ConfigError(f"No {WEIGHTS} in checkpoint folder {args.checkpoint}")
+        load_trainable_state(model, load_file(str(weights)))
+    data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
+                       num_eval=args.num_eval, seed=args.data_seed)
+    rows = data.eval if args.split == "eval" else data.dev
+    metrics = evaluate(model, encode(task, rows, tokenizer, max_length=args.max_length),
+                       tokenizer.pad_token_id, batch_size=args.batch_size)
+    print(f"{args.task} {args.split} ({len(rows)} examples): " +
+          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
+    from zotune.methods import METHODS
+    from zotune.tasks import TASKS
+    from zotune.updates import UPDATES
+
+    print("methods:      " + ", ".join(METHODS.names()))
+    print("update rules: " + ", ".join(UPDATES.names()))
+    print("tasks:")
+    for name in TASKS.names():
+        print(f"  {name:<16} {TASKS.get(name).description}")
+    print("built-in models:")
+    for name, entry in BUILTIN_MODELS.items():
+        print(f"  {name:<16} {entry.description}")
+    print("built-in datasets:")
+    for name, entry in BUILTIN_DATASETS.items():
+        print(f"  {name:<16} {entry.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("always", ZotuneWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"zotune: warning: {msg}\n"
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list}[args.command]
+        return handler(args)
+    except ZotuneError as exc:
+        print(f"zotune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zotune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The method plug-in interface: a config dataclass plus a hook object whose defaults are MeZO.
+
+A method overrides only the hooks where it differs from MeZO (STYLE §2):
+
+- ``plan(step, generator)``: which blocks take part, with a perturbation scale and update weight per block;
+- ``direction(block, generator, out)``: how z is drawn;
+- ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
+- ``observe(probes, plan)``: what is learned from the losses;
+- ``after_update(step, loss_fn)``: work between steps that may evaluate the loss.
+
+Hooks never log, print, save or seed the global RNG; only ``probe`` and ``after_update`` evaluate the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from zotune.errors import ConfigError
+from zotune.perturb import Block, PerturbationEngine, StepPlan, gaussian_direction
+from zotune.registry import Registry
+
+__all__ = ["MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "register_method", "build_method"]
+
+LossFn = Callable[[], float]
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config. Subclasses add typed fields with defaults and ``help`` metadata."""
+
+    method: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+
+@dataclass
+class Probe:
+    """The outcome of evaluating one direction.
+
+    Attributes:
+        seed: the direction's seed.
+        projected_grad: ``g = (L+ - L-) / (2 eps)``.
+        losses: the losses evaluated, ``(L+, L-)`` for the two-point probe.
+        restore: ``(seed, coef)`` that still has to be added (times each block's scale) to bring the weights back
+            to theta, or None if they are back already. Leaving it pending lets ``sgd`` fuse it into the update.
+    """
+
+    seed: int
+    projected_grad: float
+    losses: tuple[float, ...]
+    restore: tuple[int, float] | None = None
+
+    @property
+    def loss(self) -> float:
+        """The loss estimate at theta reported for the step: the mean of the probe's losses."""
+        return sum(self.losses) / len(self.losses)
+
+
+class Method:
+    """Hook object; every default is the MeZO behaviour, so ``MeZO`` overrides nothing.
+
+    Args:
+        config: the method's config.
+    """
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+        self.engine: PerturbationEngine | None = None
+
+    def setup(self, engine: PerturbationEngine) -> None:
+        """Called once by the optimizer, with the engine whose blocks the method will plan over."""
+        self.engine = engine
+
+    def plan(self, step: int, generator: torch.Generator) -> StepPlan:
+        return StepPlan.full(len(self.engine))
+
+    def direction(self, block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
+        return gaussian_direction(block, generator, out)
+
+    def probe(self, loss_fn: LossFn, seed: int, eps: float, plan: StepPlan) -> Probe:
+        """Two-point SPSA: theta + eps z, theta - eps z; leaves the ``+eps z`` restore pending."""
+        self.engine.perturb(seed, eps, plan)
+        loss_plus = loss_fn()
+        self.engine.perturb(seed, -2.0 * eps, plan)
+        loss_minus = loss_fn()
+        grad = (loss_plus - loss_minus) / (2.0 * eps)
+        return Probe(seed, grad, (loss_plus, loss_minus), restore=(seed, eps))
+
+    def observe(self, probes: list[Probe], plan: StepPlan) -> None:
+        return None
+
+    def after_update(self, step: int, loss_fn: LossFn) -> None:
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars the training loop may log for this method (empty for MeZO)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    config_cls: type[MethodConfig]
+    method_cls: type[Method]
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(name: str, *, config_cls: type[MethodConfig], method_cls: type[Method]) -> None:
+    """Register a method under ``name`` (called at the end of each method's ``__init__.py``)."""
+    config_cls.method = name
+    METHODS.register(name, MethodSpec(config_cls, method_cls))
+
+
+def build_method(method: str | MethodConfig, options: dict[str, Any] | None = None) -> Method:
+    """Instantiate a registered method from its name and options, or from a config object.
+
+    Raises:
+        UnknownNameError: the name is not registered.
+        ConfigError: an option is unknown to the method's config, or invalid.
+    """
+    options = dict(options or {})
+    if isinstance(method, MethodConfig):
+        if options:
+            raise ConfigError(
+                f"Method options {sorted(options)} given together with a {type(method).__name__}; "
+                "set them on the config instead"
+            )
+        return METHODS.get(method.method).method_cls(method)
+    spec = METHODS.get(method)
+    known = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"Unknown option(s) {unknown} for method {method!r} (allowed: {allowed})")
+    return spec.method_cls(spec.config_cls(**options))

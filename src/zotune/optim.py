@@ -1,0 +1,233 @@
+"""``ZOOptimizer``: a ``torch.optim.Optimizer`` that trains with forward passes only."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from zotune.errors import ConfigError, StateError, ZotuneWarning
+from zotune.methods import MethodConfig, Probe, build_method
+from zotune.perturb import PerturbationEngine, mix_seed
+from zotune.updates import UpdateContext, build_update_rule
+
+__all__ = ["ZOOptimizer"]
+
+# Stream id for the method's own sampling in a step, distinct from direction indices 0..n-1.
+_PLAN_STREAM = 1 << 32
+
+
+class ZOOptimizer(torch.optim.Optimizer):
+    r"""Zeroth-order optimizer: SPSA with the seed trick, driven by ``step(closure)``.
+
+    .. math::
+        \begin{aligned}
+        &\textbf{for } i = 1..n: \quad s_i = \mathrm{mix}(s_t, i),\;
+            g_i = \frac{L(\theta + \epsilon z_i) - L(\theta - \epsilon z_i)}{2\epsilon} \\
+        &\hat g = \frac1n \sum_i g_i z_i, \quad \theta \leftarrow \mathrm{update}(\theta, \hat g)
+        \end{aligned}
+
+    Each step draws one 63-bit step seed :math:`s_t` from a ``torch.Generator`` seeded with ``seed``; every
+    direction, and the noise of every block, is derived from it by hashing, so a step is replayable from its
+    seed and the scalars :math:`g_i`. The global RNG is never touched.
+
+    With ``update="sgd"`` and ``fuse_restore=True`` (the default) the restore :math:`+\epsilon z` of the last
+    direction and the update share one pass over the weights, :math:`\theta \leftarrow \theta + (\epsilon -
+    \eta g) z`; this equals the separate restore and update up to float rounding.
+
+    Args:
+        params: an ``nn.Module`` (its parameters with ``requires_grad``), or an iterable of ``(name, tensor)``
+            pairs or tensors. Block order follows this order.
+        method: a registered method name (``mezo``, ...) or a ``MethodConfig``.
+        lr: learning rate (default 1e-6, MeZO's full fine-tuning setting).
+        eps: perturbation scale epsilon (default 1e-3).
+        seed: seeds the optimizer's own generator (default 0).
+        update: update rule: ``sgd`` (MeZO), ``momentum``, ``sign``, ``cons``, ``adam`` (default ``sgd``).
+        n_directions: directions per step, n-SPSA (default 1); memory does not grow with it.
+        weight_decay: L2 coefficient; skipped for tensors with fewer than 2 dims (biases, norms). Default 0.
+        momentum: for ``update="momentum"`` (default 0.9).
+        betas, adam_eps: for ``update="adam"`` (defaults (0.9, 0.999), 1e-8).
+        fuse_restore: fuse the last restore into the ``sgd`` update (default True).
+        method_options: keyword options of the method's config.
+
+    Raises:
+        ConfigError: an argument is out of range, an option pair is incompatible, or there is nothing to train.
+        UnknownNameError: ``method`` or ``update`` is not registered.
+
+    Example:
+        >>> opt = ZOOptimizer(model, method="mezo", lr=1e-6, eps=1e-3, seed=0)
+        >>> loss = opt.step(lambda: compute_loss(model, batch))
+    """
+
+    def __init__(
+        self,
+        params: nn.Module | Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
+        method: str | MethodConfig = "mezo",
+        *,
+        lr: float = 1e-6,
+        eps: float = 1e-3,
+        seed: int = 0,
+        update: str = "sgd",
+        n_directions: int = 1,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        fuse_restore: bool = True,
+        method_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
+            raise ConfigError(f"Invalid lr: {lr} (must be a finite number >= 0)")
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0.0):
+            raise ConfigError(f"Invalid eps: {eps} (must be a finite number > 0)")
+        if not (isinstance(n_directions, int) and n_directions >= 1):
+            raise ConfigError(f"Invalid n_directions: {n_directions} (must be an integer >= 1)")
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0.0):
+            raise ConfigError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
+        if not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"Invalid seed: {seed} (must be an integer >= 0)")
+        named = _named_trainable(params)
+        if not named:
+            raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
+        self.rule = build_update_rule(update, momentum=momentum, betas=betas, adam_eps=adam_eps)
+        if weight_decay and not self.rule.uses_weight_decay:
+            raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
+        defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
+        super().__init__([p for _, p in named], defaults)
+        if len(self.param_groups) != 1:  # pragma: no cover - guarded by _named_trainable
+            raise ConfigError("ZOOptimizer takes one parameter group")
+        self.method = build_method(method, method_options)
+        self.engine = PerturbationEngine(named, direction=self.method.direction)
+        self.method.setup(self.engine)
+        self.update_name = update
+        self.fuse_restore = fuse_restore
+        self.seed = seed
+        self._generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.step_count = 0
+        self.forward_passes = 0
+        self.consecutive_skips = 0
+        self.last_probes: list[Probe] = []
+
+    @property
+    def block_names(self) -> list[str]:
+        return [b.name for b in self.engine.blocks]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any]) -> float:  # type: ignore[override]
+        """Run one ZO step.
+
+        Args:
+            closure: returns the mini-batch loss at the current weights (a scalar tensor or float). It must not
+                change the batch between calls within one step: it is called ``2 n`` times (more for methods that
+                probe more, or ``cons``).
+
+        Returns:
+            The step's loss estimate at theta: the mean of the probes' losses (``(L+ + L-) / 2`` for SPSA).
+            NaN when the step was skipped because a loss was not finite.
+        """
+        if closure is None:
+            raise ConfigError("ZOOptimizer.step needs a closure that returns the loss")
+        group = self.param_groups[0]
+        loss_fn = self._counting(closure)
+        step_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
+        plan_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _PLAN_STREAM))
+        plan = self.method.plan(self.step_count, plan_generator)
+        n = group["n_directions"]
+        probes: list[Probe] = []
+        for i in range(n):
+            probe = self.method.probe(loss_fn, mix_seed(step_seed, i), group["eps"], plan)
+            probes.append(probe)
+            keep_pending = i == n - 1 and self.fuse_restore and math.isfinite(probe.projected_grad)
+            if probe.restore is not None and not keep_pending:
+                self.engine.perturb(probe.restore[0], probe.restore[1], plan)
+                probe.restore = None
+            if not math.isfinite(probe.projected_grad):
+                return self._skip(probes)
+        self.last_probes = probes
+
+
+        self.rule.update(
+            UpdateContext(
+                engine=self.engine,
+                plan=plan,
+                directions=[(p.seed, p.projected_grad / n) for p in probes],
+                restore=probes[-1].restore,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                state=self.state,
+                loss_fn=loss_fn,
+            )
+        )
+        probes[-1].restore = None
+        self.method.observe(probes, plan)
+        self.method.after_update(self.step_count, loss_fn)
+        self.step_count += 1
+        self.consecutive_skips = 0
+        return sum(p.loss for p in probes) / n
+
+    def _skip(self, probes: list[Probe]) -> float:
+        self.consecutive_skips += 1
+        self.step_count += 1
+        self.last_probes = probes
+        warnings.warn(
+            f"Non-finite loss at step {self.step_count - 1} "
+            f"(losses {[p.losses for p in probes]}); the step was skipped and the weights restored",
+            ZotuneWarning,
+            stacklevel=3,
+        )
+        return float("nan")
+
+    def _counting(self, closure: Callable[[], Any]) -> Callable[[], float]:
+        def loss_fn() -> float:
+            self.forward_passes += 1
+            loss = closure()
+            return float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+
+        return loss_fn
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["zo"] = {
+            "generator": self._generator.get_state(),
+            "step_count": self.step_count,
+            "forward_passes": self.forward_passes,
+            "consecutive_skips": self.consecutive_skips,
+            "method": self.method.config.method,
+            "update": self.update_name,
+            "method_state": self.method.state_dict(),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        zo = state_dict.pop("zo", None)
+        if zo is None:
+            raise StateError("Not a ZOOptimizer state dict: the 'zo' entry is missing")
+        for key, mine in (("method", self.method.config.method), ("update", self.update_name)):
+            if zo[key] != mine:
+                raise StateError(f"State dict is for {key}={zo[key]!r}, this optimizer has {key}={mine!r}")
+        super().load_state_dict(state_dict)
+        self._generator.set_state(zo["generator"])
+        self.step_count = int(zo["step_count"])
+        self.forward_passes = int(zo["forward_passes"])
+        self.consecutive_skips = int(zo["consecutive_skips"])
+        self.method.load_state_dict(zo["method_state"])
+
+
+def _named_trainable(params: Any) -> list[tuple[str, torch.Tensor]]:
+    if isinstance(params, nn.Module):
+        return [(n, p) for n, p in params.named_parameters() if p.requires_grad]
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        raise ConfigError("ZOOptimizer takes one parameter group; pass a module or a list of tensors")
+    named = []
+    for i, item in enumerate(items):
+        name, tensor = item if isinstance(item, tuple) else (f"param.{i}", item)
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise ConfigError(f"Parameter {name!r} is not a floating-point tensor")
+        if tensor.requires_grad:
+            named.append((name, tensor))
+    return named

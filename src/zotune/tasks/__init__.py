@@ -1,0 +1,30 @@
+"""Tasks: templates, data loading and candidate scoring. Importing this package registers the built-ins."""
+
+from zotune.tasks import sentiment
+from zotune.tasks.base import TASKS, Task, register_task
+from zotune.tasks.data import TaskData, load_splits, read_rows, sample_mezo
+from zotune.tasks.scoring import (
+    Encoded,
+    accuracy,
+    candidate_scores,
+    classification_loss,
+    encode,
+    evaluate,
+)
+
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskData",
+    "Encoded",
+    "register_task",
+    "load_splits",
+    "read_rows",
+    "sample_mezo",
+    "encode",
+    "candidate_scores",
+    "classification_loss",
+    "accuracy",
+    "evaluate",
+    "sentiment",
+]

@@ -1,0 +1,165 @@
+"""Loading task rows (local JSON lines / CSV, the packaged default, or ``datasets``) and MeZO's sampling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from zotune.assets import BUILTIN_DATASETS, fetch_dataset, read_rotten_tomatoes
+from zotune.errors import AssetError, DataError, ZotuneWarning
+from zotune.tasks.base import Task
+
+__all__ = ["load_splits", "read_rows", "sample_mezo", "TaskData"]
+
+_SPLITS = ("train", "validation")
+# The packaged corpus has no splits: a fixed shuffle holds out this fraction as "validation".
+_BUILTIN_HOLDOUT = 0.2
+_BUILTIN_SPLIT_SEED = 20240101
+
+
+@dataclass
+class TaskData:
+    train: list[dict]
+    dev: list[dict]
+    eval: list[dict]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a ``.jsonl``/``.json`` (one object per line) or ``.csv`` (header row) file.
+
+    Raises:
+        DataError: unreadable, not UTF-8, malformed, or empty.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
+    rows: list[dict] = []
+    if path.suffix == ".csv":
+        try:
+            rows = [dict(r) for r in csv.DictReader(text.splitlines())]
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from exc
+        for row in rows:  # CSV has no types; labels are class indices
+            if isinstance(row.get("label"), str) and row["label"].strip().lstrip("-").isdigit():
+                row["label"] = int(row["label"])
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _find_split(folder: Path, split: str) -> Path | None:
+    for suffix in (".jsonl", ".json", ".csv"):
+        if (folder / f"{split}{suffix}").is_file():
+            return folder / f"{split}{suffix}"
+    return None
+
+
+def _check_fields(task: Task, rows: list[dict], source: str) -> None:
+    for i, row in enumerate(rows):
+        missing = [f for f in task.fields if f not in row]
+        if missing:
+            raise DataError(
+                f"{source}: row {i + 1} lacks field(s) {missing} needed by task {task.name!r} "
+                f"(it has {sorted(row)})"
+            )
+        task.label(row)
+
+
+def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, list[dict]]:
+    """The task's ``train`` and ``validation`` rows.
+
+    Sources, in order: ``data_dir/<task>/`` or ``data_dir/`` itself holding ``train.jsonl`` and
+    ``validation.jsonl`` (or ``.csv``); the packaged corpus for built-in datasets; ``datasets.load_dataset`` on
+    the task's hub name.
+
+    Raises:
+        DataError: missing or malformed files, rows lacking fields, labels not among the candidates.
+        AssetError: the hub route failed.
+    """
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DataError(f"Data directory not found: {data_dir}")
+        folder = root / task.name if (root / task.name).is_dir() else root
+        splits = {}
+        for split in _SPLITS:
+            path = _find_split(folder, split)
+            if path is None:
+                raise DataError(f"No {split}.jsonl or {split}.csv in {folder} for task {task.name!r}")
+            splits[split] = read_rows(path)
+            _check_fields(task, splits[split], str(path))
+        return splits
+    if task.name in BUILTIN_DATASETS:
+        rows = read_rotten_tomatoes(fetch_dataset(task.name))
+        order = list(range(len(rows)))
+        random.Random(_BUILTIN_SPLIT_SEED).shuffle(order)
+        cut = int(len(rows) * (1 - _BUILTIN_HOLDOUT))
+        return {"train": [rows[i] for i in order[:cut]], "validation": [rows[i] for i in order[cut:]]}
+    if task.hub is None:
+        raise DataError(f"Task {task.name!r} has no built-in data: pass --data-dir")
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(*task.hub)
+    except Exception as exc:  # offline, missing builder, ...: say what to do instead
+        raise AssetError(
+            f"Could not load {task.hub} with datasets ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"pass --data-dir with {task.name}/train.jsonl and {task.name}/validation.jsonl"
+        ) from exc
+    splits = {split: [dict(r) for r in loaded[split]] for split in _SPLITS}
+    for split, rows in splits.items():
+        _check_fields(task, rows, f"{task.hub}[{split}]")
+    return splits
+
+
+def sample_mezo(
+    splits: dict[str, list[dict]], *, num_train: int, num_dev: int, num_eval: int, seed: int = 0
+) -> TaskData:
+    """MeZO's protocol: ``num_train`` + ``num_dev`` disjoint rows from train, ``num_eval`` from validation.
+
+    Sizes larger than a split are cut to fit, with a warning.
+    """
+    train_pool, eval_pool = splits["train"], splits["validation"]
+    rng = random.Random(seed)
+    want = num_train + num_dev
+    if want > len(train_pool):
+        warnings.warn(
+            f"Asked for {num_train} train + {num_dev} dev rows but the train split has {len(train_pool)}; "
+            "using all of it",
+            ZotuneWarning,
+            stacklevel=2,
+        )
+        num_dev = min(num_dev, len(train_pool) // 5)
+        num_train = len(train_pool) - num_dev
+    picked = rng.sample(range(len(train_pool)), num_train + num_dev)
+    if num_eval > len(eval_pool):
+        warnings.warn(
+            f"Asked for {num_eval} eval rows but the validation split has {len(eval_pool)}; using all of it",
+            ZotuneWarning,
+            stacklevel=2,
+        )
+        num_eval = len(eval_pool)
+    eval_idx = random.Random(seed + 1).sample(range(len(eval_pool)), num_eval)
+    return TaskData(
+        train=[train_pool[i] for i in picked[:num_train]],
+        dev=[train_pool[i] for i in picked[num_train:]],
+        eval=[eval_pool[i] for i in eval_idx],
+    )

@@ -1,0 +1,121 @@
+"""Turning task rows into token ids, and scoring candidates with a causal LM.
+
+A candidate's score is its mean per-token log-likelihood after the prompt (MeZO's inference rule). The
+training loss is the cross-entropy over the candidates' scores. Logits are computed only where they are used
+(``logits_to_keep``): for single-token verbalisers that is the last position alone, which skips the LM head on
+every other position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from zotune.errors import DataError
+from zotune.tasks.base import Task
+
+__all__ = ["Encoded", "encode", "candidate_scores", "classification_loss", "accuracy", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example as token ids: the prompt, each candidate's continuation, and the correct index."""
+
+    prompt: tuple[int, ...]
+    candidates: tuple[tuple[int, ...], ...]
+    label: int
+
+
+def encode(task: Task, rows: Sequence[dict], tokenizer, *, max_length: int = 512) -> list[Encoded]:
+    """Tokenise rows. Prompts longer than ``max_length`` minus the longest candidate are cut from the left,
+    so the end of the prompt and the candidates always survive.
+
+    Raises:
+        DataError: a row lacks a field, has a bad label, or a candidate tokenises to nothing.
+    """
+    cache: dict[str, tuple[int, ...]] = {}
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            prompt_text = task.prompt(row)
+        except KeyError as exc:
+            raise DataError(f"{task.name}: row {i + 1} lacks field {exc.args[0]!r}") from exc
+        label = task.label(row)
+        cands = []
+        for text in task.candidates(row):
+            if text not in cache:
+                cache[text] = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if not cache[text]:
+                raise DataError(f"{task.name}: candidate {text!r} tokenises to no tokens")
+            cands.append(cache[text])
+        prompt = tuple(tokenizer(prompt_text)["input_ids"])
+        budget = max_length - max(len(c) for c in cands)
+        out.append(Encoded(prompt[-budget:] if len(prompt) > budget else prompt, tuple(cands), label))
+    return out
+
+
+def _left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    # Real tokens start at position 0 whatever the padding.
+    positions = (mask.cumsum(1) - 1).clamp_(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+@torch.inference_mode()
+def candidate_scores(model, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
+    """Mean per-token log-likelihood of every candidate, shape ``[batch, num_candidates]`` (float32)."""
+    device = next(model.parameters()).device
+    num_cands = len(batch[0].candidates)
+    if any(len(ex.candidates) != num_cands for ex in batch):
+        raise DataError("All examples in a batch must have the same number of candidates")
+    if all(len(c) == 1 for ex in batch for c in ex.candidates):
+        inputs = {k: v.to(device) for k, v in _left_padded([ex.prompt for ex in batch], pad_id).items()}
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+        ids = torch.tensor([[c[0] for c in ex.candidates] for ex in batch], device=device)
+        return logits.log_softmax(-1).gather(1, ids)
+    # General case: one sequence per (example, candidate); keep logits for the candidate tokens only.
+    seqs, cand_lens = [], []
+    for ex in batch:
+        for cand in ex.candidates:
+            seqs.append(ex.prompt + cand)
+            cand_lens.append(len(cand))
+    keep = max(cand_lens) + 1
+    inputs = {k: v.to(device) for k, v in _left_padded(seqs, pad_id).items()}
+    logprobs = model(**inputs, logits_to_keep=keep).logits.float().log_softmax(-1)
+    scores = torch.empty(len(seqs), device=device)
+    for i, (seq, n) in enumerate(zip(seqs, cand_lens)):
+        targets = torch.tensor(seq[-n:], device=device)
+        # logits at position j predict token j + 1; the last `keep` positions end at the sequence end.
+        picked = logprobs[i, keep - n - 1 : keep - 1].gather(1, targets[:, None])
+        scores[i] = picked.mean()
+    return scores.view(len(batch), num_cands)
+
+
+def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the candidates' scores (MeZO's classification loss)."""
+    return F.cross_entropy(scores, labels.to(scores.device))
+
+
+def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose highest-scoring candidate is the label."""
+    return (scores.argmax(-1).cpu() == labels.cpu()).float().mean().item()
+
+
+def evaluate(model, examples: Sequence[Encoded], pad_id: int, *, batch_size: int = 32) -> dict[str, float]:
+    """Accuracy and mean loss of ``model`` on encoded examples."""
+    all_scores, labels = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        all_scores.append(candidate_scores(model, batch, pad_id).cpu())
+        labels.extend(ex.label for ex in batch)
+    scores = torch.cat(all_scores)
+    target = torch.tensor(labels)
+    return {"accuracy": accuracy(scores, target), "loss": classification_loss(scores, target).item()}

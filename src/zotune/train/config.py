@@ -1,0 +1,95 @@
+"""``TrainConfig``: every setting of a training run, from the CLI or a YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zotune.errors import ConfigError
+
+__all__ = ["TrainConfig", "load_yaml_config"]
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the README's main job: MeZO on the built-in model and data."""
+
+    model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
+    task: str = field(default="rotten_tomatoes", metadata={"help": "registered task name"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
+    method: str = field(default="mezo", metadata={"help": "registered ZO method"})
+    update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the method's own options"})
+    steps: int = field(default=60, metadata={"help": "optimizer steps"})
+    lr: float = field(default=2e-5, metadata={"help": "learning rate"})
+    eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})
+    n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
+    seed: int = field(default=0, metadata={"help": "seeds the optimizer and the batch order"})
+    data_seed: int = field(default=0, metadata={"help": "seeds MeZO's train/dev/eval sampling"})
+    num_train: int = field(default=1000, metadata={"help": "training examples sampled"})
+    num_dev: int = field(default=200, metadata={"help": "dev examples (best-checkpoint selection)"})
+    num_eval: int = field(default=500, metadata={"help": "held-out examples for the reported accuracy"})
+    eval_steps: int = field(default=20, metadata={"help": "evaluate on dev every this many steps"})
+    log_steps: int = field(default=1, metadata={"help": "log the training loss every this many steps"})
+    max_length: int = field(default=256, metadata={"help": "max tokens per example (prompts cut from the left)"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    max_nonfinite: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
+    output_dir: str = field(default="runs/demo", metadata={"help": "where logs, plots and checkpoints go"})
+    resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
+    save_best: bool = field(default=True, metadata={"help": "save the best-dev model as a HF folder"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
+                    "n_directions", "max_nonfinite", "num_train")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+        for name in ("num_dev", "num_eval", "seed", "data_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                problems.append(f"Invalid {name}: {value!r} (must be an integer >= 0)")
+        for name, low_ok in (("lr", True), ("eps", False), ("weight_decay", True)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not low_ok):
+                problems.append(f"Invalid {name}: {value!r} (must be a number {'>=' if low_ok else '>'} 0)")
+        if not isinstance(self.method_options, dict):
+            problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping, rejecting unknown keys (all of them named at once)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config key(s) {unknown}; allowed: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run config into a plain mapping (validated by ``TrainConfig.from_dict``)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values

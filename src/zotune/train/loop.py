@@ -1,0 +1,155 @@
+"""The training loop: one explicit function from a ``TrainConfig`` to a trained model and its metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from zotune.assets import load_model
+from zotune.errors import NonFiniteLossError
+from zotune.methods import METHODS
+from zotune.optim import ZOOptimizer
+from zotune.perturb import mix_seed
+from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, evaluate, load_splits, sample_mezo
+from zotune.train.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from zotune.train.config import TrainConfig
+from zotune.train.logging import JsonlLogger, read_jsonl
+from zotune.train.plots import plot_training
+from zotune.updates import UPDATES
+
+__all__ = ["train", "TrainResult", "batch_indices"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    zero_shot: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    best_dev_accuracy: float = float("nan")
+    best_step: int = 0
+    steps: int = 0
+    forward_passes: int = 0
+    train_seconds: float = 0.0
+    output_dir: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of step ``step``: epochs are seeded permutations, so any step's batch is known without
+    replaying the ones before it (which makes resuming exact)."""
+    out = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, num_examples)
+        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
+        out.append(int(order[offset]))
+    return out
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
+
+    Evaluates before training (zero-shot) on dev and eval, on dev every ``eval_steps``, keeps the best-dev
+    weights, and reports their accuracy on the eval set. Writes ``metrics.jsonl``, ``loss.png``,
+    ``summary.json``, ``checkpoint/`` (for ``--resume``) and ``best/`` (a loadable HF folder).
+
+    Raises:
+        ZotuneError: bad configuration, data or model; NonFiniteLossError after repeated non-finite losses.
+    """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    task = TASKS.get(config.task)
+    METHODS.get(config.method), UPDATES.get(config.update)  # fail on a bad name before the slow model load
+    model, tokenizer = load_model(config.model, dtype=config.dtype)
+    data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
+                       num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
+    train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=config.max_length)
+                                 for rows in (data.train, data.dev, data.eval))
+    pad_id = tokenizer.pad_token_id
+    optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
+                            update=config.update, n_directions=config.n_directions,
+                            weight_decay=config.weight_decay, method_options=config.method_options)
+
+    def score(examples) -> dict[str, float]:
+        return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size) if examples else {}
+
+    result = TrainResult(output_dir=str(out))
+    loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_step": 0, "train_seconds": 0.0}
+    if config.resume:
+        loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
+        result.zero_shot = loop_state.get("zero_shot", {})
+    logger = JsonlLogger(out / "metrics.jsonl", append=config.resume)
+    try:
+        if not config.resume:
+            result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex).items()}
+            result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex).items()})
+            logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
+            loop_state["zero_shot"] = result.zero_shot
+            loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
+            if config.save_best:
+                model.save_pretrained(out / "best")
+                tokenizer.save_pretrained(out / "best")
+        start = loop_state["step"]
+        bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
+                   desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
+        clock = time.perf_counter()
+        for step in bar:
+            batch = [train_ex[i] for i in batch_indices(step, len(train_ex), config.batch_size, config.seed)]
+            labels = torch.tensor([ex.label for ex in batch])
+            loss = optimizer.step(lambda: classification_loss(candidate_scores(model, batch, pad_id), labels))
+            if optimizer.consecutive_skips >= config.max_nonfinite:
+                raise NonFiniteLossError(
+                    f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
+                    f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
+            done = step + 1
+            if done % config.log_steps == 0:
+                logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                            "projected_grad": optimizer.last_probes[0].projected_grad,
+                            "forward_passes": optimizer.forward_passes,
+                            "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
+                            **optimizer.method.metrics()})
+            if math.isfinite(loss):
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if done % config.eval_steps == 0 or done == config.steps:
+                dev = score(dev_ex)
+                logger.log({"kind": "dev", "step": done, **dev})
+                if dev and dev["accuracy"] > loop_state["best_dev"]:
+                    loop_state.update(best_dev=dev["accuracy"], best_step=done)
+                    if config.save_best:
+                        model.save_pretrained(out / "best")
+                loop_state["step"] = done
+                loop_state["train_seconds"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
+        bar.close()
+        result.steps = loop_state["step"]
+        result.forward_passes = optimizer.forward_passes
+        result.train_seconds = loop_state["train_seconds"]
+        result.best_dev_accuracy = loop_state["best_dev"]
+        result.best_step = loop_state["best_step"]
+        # Report the best-dev weights on the held-out set (MeZO's protocol).
+        if config.save_best and (out / "best").exists():
+            from safetensors.torch import load_file
+
+            best = load_file(str(out / "best" / "model.safetensors"))
+            load_trainable_state(model, {k: best[k] for k in trainable_state(model)})
+        result.final = {"eval_" + k: v for k, v in score(eval_ex).items()}
+        logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
+    finally:
+        logger.close()
+    records = read_jsonl(out / "metrics.jsonl")
+    plot_training(records, out / "loss.png", title=f"{config.method} on {config.task} ({config.model})")
+    result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
+                    "checkpoint": str(out / "checkpoint"), "best": str(out / "best")}
+    (out / "summary.json").write_text(json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
+    return result
