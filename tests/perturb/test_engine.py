@@ -1,0 +1,68 @@
+import torch
+
+from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
+
+
+def _engine(dtype=torch.float32):
+    torch.manual_seed(0)
+    params = [("a.weight", torch.randn(7, 5, dtype=dtype)), ("a.bias", torch.randn(5, dtype=dtype)),
+              ("b.weight", torch.randn(3, 4, 2, dtype=dtype))]
+    return PerturbationEngine(params), params
+
+
+def test_mix_seed_separates_nearby_inputs():
+    seeds = {mix_seed(s, b) for s in range(50) for b in range(50)}
+    assert len(seeds) == 2500
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert mix_seed(1, 2) != mix_seed(2, 1)
+
+
+def test_noise_is_reproducible_per_seed_and_block():
+    engine, _ = _engine()
+    first = engine.noise(123, engine.blocks[2]).clone()
+    engine.noise(999, engine.blocks[0])  # other draws in between must not matter
+    assert torch.equal(engine.noise(123, engine.blocks[2]), first)
+    assert not torch.equal(engine.noise(124, engine.blocks[2]), first)
+
+
+def test_noise_of_a_block_does_not_depend_on_the_other_blocks_in_the_plan():
+    engine, params = _engine()
+    before = params[2][1].clone()
+    engine.perturb(5, 0.1, StepPlan((2,), (1.0,), (1.0,)))
+    only = params[2][1].clone()
+    params[2][1].copy_(before)
+    engine.perturb(5, 0.1, StepPlan.full(3))
+    assert torch.equal(params[2][1], only)
+
+
+def test_perturb_then_restore_returns_the_weights_within_fp32_rounding():
+    engine, params = _engine()
+    original = [p.clone() for _, p in params]
+    plan = StepPlan.full(3)
+    engine.perturb(7, 1e-3, plan)
+    assert not torch.equal(params[0][1], original[0])
+    engine.perturb(7, -2e-3, plan)
+    engine.perturb(7, 1e-3, plan)
+    for (_, p), o in zip(params, original):
+        torch.testing.assert_close(p, o, rtol=0, atol=1e-6)
+
+
+def test_plan_scales_multiply_the_noise():
+    engine, params = _engine()
+    before = params[0][1].clone()
+    engine.perturb(3, 0.5, StepPlan((0,), (2.0,), (1.0,)))
+    torch.testing.assert_close(params[0][1] - before, engine.noise(3, engine.blocks[0]) * 1.0)
+
+
+def test_weight_decay_flag_skips_vectors():
+    engine, _ = _engine()
+    assert [b.decay for b in engine.blocks] == [True, False, True]
+
+
+def test_low_precision_param_rounds_once_per_call():
+    engine, params = _engine(torch.bfloat16)
+    plan = StepPlan.full(3)
+    ref = params[0][1].float() + 1e-2 * engine.noise(9, engine.blocks[0])
+    engine.perturb(9, 1e-2, plan)
+    assert params[0][1].dtype == torch.bfloat16
+    assert torch.equal(params[0][1], ref.to(torch.bfloat16))
