@@ -84,7 +84,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size) if examples else {}
 
     result = TrainResult(output_dir=str(out))
-    loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_step": 0, "train_seconds": 0.0}
+    loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
+                                  "train_seconds": 0.0}
     if config.resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         result.zero_shot = loop_state.get("zero_shot", {})
@@ -96,6 +97,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
             loop_state["zero_shot"] = result.zero_shot
             loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
+            loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
             if config.save_best:
                 model.save_pretrained(out / "best")
                 tokenizer.save_pretrained(out / "best")
@@ -123,8 +125,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             if done % config.eval_steps == 0 or done == config.steps:
                 dev = score(dev_ex)
                 logger.log({"kind": "dev", "step": done, **dev})
-                if dev and dev["accuracy"] > loop_state["best_dev"]:
-                    loop_state.update(best_dev=dev["accuracy"], best_step=done)
+                # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
+                if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
+                    loop_state.update(best_dev=dev["accuracy"], best_dev_loss=dev["loss"], best_step=done)
                     if config.save_best:
                         model.save_pretrained(out / "best")
                 loop_state["step"] = done

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zotune.errors import ConfigError, NonFiniteLossError
+from zotune.train.config import TrainConfig
+from zotune.train.loop import batch_indices, train
+
+
+def _config(model_dir, data_dir, out, **overrides):
+    values = dict(model=str(model_dir), data_dir=str(data_dir), output_dir=str(out), steps=6, lr=2e-3, eps=1e-2,
+                  batch_size=8, num_train=48, num_dev=16, num_eval=24, eval_steps=3, eval_batch_size=16)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _losses(out):
+    return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] == "train"]
+
+
+def test_batches_cover_each_epoch_once_and_are_stateless():
+    first_epoch = [i for step in range(4) for i in batch_indices(step, 20, 5, seed=1)]
+    assert sorted(first_epoch) == list(range(20))
+    assert batch_indices(7, 20, 5, seed=1) == batch_indices(7, 20, 5, seed=1)
+    assert batch_indices(0, 20, 5, seed=1) != batch_indices(0, 20, 5, seed=2)
+
+
+def test_training_lowers_the_loss_of_a_tiny_model(tiny_model_dir, tiny_data_dir, tmp_path):
+    result = train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=60, eval_steps=20),
+                   progress=False)
+    assert result.steps == 60 and result.forward_passes == 120
+    losses = _losses(tmp_path)
+    assert sum(losses[-10:]) / 10 < 0.9 * sum(losses[:10]) / 10
+    assert result.final["eval_loss"] < result.zero_shot["eval_loss"]
+    assert result.final["eval_accuracy"] > result.zero_shot["eval_accuracy"] + 0.2
+
+
+def test_run_writes_logs_plot_summary_and_checkpoints(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path), progress=False)
+    for name in ("metrics.jsonl", "loss.png", "summary.json", "checkpoint/weights.safetensors",
+                 "checkpoint/optimizer.pt", "best/config.json", "best/model.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kinds[0] == "zero_shot" and kinds[-1] == "final" and kinds.count("dev") == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny_model_dir, tiny_data_dir, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(_config(tiny_model_dir, tiny_data_dir, straight, steps=6), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, split, steps=3), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, split, steps=6, resume=True), progress=False)
+    a = load_file(str(straight / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(split / "checkpoint" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _losses(straight) == _losses(split)
+
+
+# Expected losses of the first 10 steps on the tiny model (seed 0): a loop regression guard.
+EXPECTED_LOSSES = [0.682134, 0.681695, 0.687377, 0.689855, 0.693022, 0.696258, 0.657875, 0.668392, 0.660049,
+                   0.698194]
+
+
+def test_loop_regression_against_stored_losses(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=10, eval_steps=10), progress=False)
+    assert _losses(tmp_path) == pytest.approx(EXPECTED_LOSSES, rel=1e-4)
+
+
+def test_repeated_non_finite_losses_stop_the_run(tiny_model_dir, tiny_data_dir, tmp_path):
+    with pytest.warns(UserWarning, match="Non-finite loss"):
+        with pytest.raises(NonFiniteLossError, match="non-finite losses in a row"):
+            train(_config(tiny_model_dir, tiny_data_dir, tmp_path, lr=1e38, steps=20, max_nonfinite=3),
+                  progress=False)
+
+
+@pytest.mark.parametrize("values,pattern", [
+    ({"steps": 0}, r"Invalid steps: 0"),
+    ({"lr": -1}, r"Invalid lr: -1"),
+    ({"eps": 0}, r"Invalid eps: 0"),
+    ({"batch_size": 2.5}, r"Invalid batch_size: 2.5"),
+    ({"learning_rate": 1e-3}, r"Unknown config key\(s\) \['learning_rate'\]"),
+])
+def test_config_errors(values, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        TrainConfig.from_dict(values)
+
+
+def test_config_reports_every_problem_at_once():
+    with pytest.raises(ConfigError, match=r"Invalid steps.*Invalid lr"):
+        TrainConfig(steps=0, lr=-1.0)
