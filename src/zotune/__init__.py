@@ -1,9 +1,9 @@
 """zotune: memory-efficient zeroth-order fine-tuning of language models."""
 
 from zotune.errors import (
+    AssetError,
     ConfigError,
     DataError,
-    AssetError,
     NonFiniteLossError,
     StateError,
     UnknownNameError,

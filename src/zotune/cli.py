@@ -13,7 +13,8 @@ import sys
 import types
 import typing
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from zotune.errors import ConfigError, ZotuneError, ZotuneWarning
 

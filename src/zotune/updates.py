@@ -11,10 +11,10 @@ parameters, ``adam`` two: they give up MeZO's inference-level memory, and their 
 
 from __future__ import annotations
 
-
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 

@@ -14,8 +14,9 @@ Hooks never log, print, save or seed the global RNG; only ``probe`` and ``after_
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 

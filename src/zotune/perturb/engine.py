@@ -7,8 +7,8 @@ and updated independently, and no noise tensor is ever stored: memory is one blo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ __all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "Dir
 DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
 
 
-def gaussian_direction(block: "Block", generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
+def gaussian_direction(block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
     """z ~ N(0, I), the MeZO direction."""
     return out.normal_(generator=generator)
 
@@ -54,7 +54,7 @@ class StepPlan:
     weights: tuple[float, ...]
 
     @classmethod
-    def full(cls, num_blocks: int) -> "StepPlan":
+    def full(cls, num_blocks: int) -> StepPlan:
         ones = (1.0,) * num_blocks
         return cls(tuple(range(num_blocks)), ones, ones)
 

@@ -5,8 +5,8 @@ Tasks are plain Python (MeZO's per-task ``encode``/``verbalize`` templates), reg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from zotune.errors import DataError
 from zotune.registry import Registry

@@ -18,7 +18,15 @@ from zotune.errors import NonFiniteLossError
 from zotune.methods import METHODS
 from zotune.optim import ZOOptimizer
 from zotune.perturb import mix_seed
-from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, evaluate, load_splits, sample_mezo
+from zotune.tasks import (
+    TASKS,
+    candidate_scores,
+    classification_loss,
+    encode,
+    evaluate,
+    load_splits,
+    sample_mezo,
+)
 from zotune.train.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl

@@ -1,0 +1,132 @@
+"""The CLI end to end on a tiny model and tiny data, and its one-line errors with exit code 2."""
+
+import json
+
+import pytest
+
+from zotune.cli import main
+
+
+def _train_args(model_dir, data_dir, out, *extra):
+    return ["train", "--model", str(model_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
+            "--steps", "4", "--eval-steps", "2", "--batch-size", "8", "--num-train", "32", "--num-dev", "8",
+            "--num-eval", "16", "--lr", "2e-3", "--eps", "1e-2", "--no-progress", *extra]
+
+
+def test_train_end_to_end_prints_a_summary(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out)) == 0
+    printed = capsys.readouterr().out
+    assert "zero-shot" in printed and "fine-tuned" in printed and "gain" in printed
+    assert (out / "loss.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["lr"] == 2e-3 and summary["steps"] == 4
+
+
+def test_yaml_config_with_flag_override(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ndata_dir: {tiny_data_dir}\nsteps: 2\neval_steps: 2\n"
+                      "batch_size: 8\nnum_train: 16\nnum_dev: 8\nnum_eval: 8\nupdate: momentum\nlr: 1.0e-3\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--output-dir", str(out), "--steps", "3",
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["steps"] == 3 and summary["config"]["update"] == "momentum"
+
+
+def test_eval_scores_the_best_folder_and_a_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out)) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out / "best"), "--data-dir", str(tiny_data_dir),
+                 "--num-train", "32", "--num-dev", "8", "--num-eval", "16"]) == 0
+    assert "rotten_tomatoes eval (16 examples): accuracy" in capsys.readouterr().out
+    assert main(["eval", "--model", str(tiny_model_dir), "--checkpoint", str(out / "checkpoint"),
+                 "--data-dir", str(tiny_data_dir), "--num-eval", "16"]) == 0
+
+
+def test_resume_continues_from_the_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out)) == 0
+    assert main([*_train_args(tiny_model_dir, tiny_data_dir, out), "--steps", "6", "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_list_names_methods_rules_and_tasks(capsys):
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    assert "mezo" in printed and "adam" in printed and "rotten_tomatoes" in printed and "smollm2-135m" in printed
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("unknown_task", "Unknown task 'sst3'. Did you mean 'sst2'?"),
+    ("unknown_method", "Unknown method 'mezzo'"),
+    ("unknown_update", "Unknown update rule 'adamw'. Did you mean 'adam'?"),
+    ("missing_model", "Model path not found"),
+    ("malformed_data", "train.jsonl:2: malformed JSON"),
+    ("empty_data", "train.jsonl: no rows"),
+    ("label_out_of_range", "label 7 is not among the candidates"),
+    ("missing_data_dir", "Data directory not found"),
+    ("bad_value", "Invalid lr: -1.0"),
+    ("bad_option", "Invalid --option 'rho' (expected KEY=VALUE)"),
+    ("unknown_yaml_key", "Unknown config key(s) ['learning_rate']"),
+    ("missing_config", "Cannot read config file"),
+    ("resume_without_checkpoint", "No checkpoint to resume from"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir, tiny_data_dir, tmp_path,
+                                                   capsys):
+    data = tiny_data_dir
+    extra: list[str] = []
+    model = str(tiny_model_dir)
+    if case == "unknown_task":
+        extra = ["--task", "sst3"]
+    elif case == "unknown_method":
+        extra = ["--method", "mezzo"]
+    elif case == "unknown_update":
+        extra = ["--update", "adamw"]
+    elif case == "missing_model":
+        model = str(tmp_path / "no-such-model")
+    elif case == "malformed_data":
+        _write(data / "rotten_tomatoes" / "train.jsonl", '{"text": "a", "label": 1}\n{oops\n')
+    elif case == "empty_data":
+        _write(data / "rotten_tomatoes" / "train.jsonl", "")
+    elif case == "label_out_of_range":
+        _write(data / "rotten_tomatoes" / "train.jsonl", '{"text": "a", "label": 7}\n')
+    elif case == "missing_data_dir":
+        data = tmp_path / "nowhere"
+    elif case == "bad_value":
+        extra = ["--lr", "-1"]
+    elif case == "bad_option":
+        extra = ["--option", "rho"]
+    elif case == "unknown_yaml_key":
+        extra = ["--config", str(_write(tmp_path / "c.yaml", "learning_rate: 0.1\n"))]
+    elif case == "missing_config":
+        extra = ["--config", str(tmp_path / "none.yaml")]
+    elif case == "resume_without_checkpoint":
+        extra = ["--resume"]
+    args = _train_args(model, data, tmp_path / "out", *extra)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zotune: error: ")
+    assert pattern in err[0]
+
+
+def test_unknown_flag_is_an_argparse_error_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--bogus"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_type_error_in_a_flag_is_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--steps", "many"])
+    assert info.value.code == 2
