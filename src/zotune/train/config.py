@@ -23,7 +23,7 @@ class TrainConfig:
     update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the method's own options"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
-    lr: float = field(default=2e-5, metadata={"help": "learning rate"})
+    lr: float = field(default=1e-4, metadata={"help": "learning rate (tuned for the default model)"})
     eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})
     n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})

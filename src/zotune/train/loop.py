@@ -62,6 +62,14 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> l
     return out
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint at ``step`` (a run killed between checkpoints logged steps
+    that the resumed run will log again)."""
+    if path.exists():
+        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "final"]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
@@ -97,6 +105,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     if config.resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         result.zero_shot = loop_state.get("zero_shot", {})
+        _truncate_log(out / "metrics.jsonl", loop_state["step"])
     logger = JsonlLogger(out / "metrics.jsonl", append=config.resume)
     try:
         if not config.resume:
@@ -131,6 +140,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             if math.isfinite(loss):
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if done % config.eval_steps == 0 or done == config.steps:
+                loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
                 dev = score(dev_ex)
                 logger.log({"kind": "dev", "step": done, **dev})
                 # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
@@ -139,9 +149,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                     if config.save_best:
                         model.save_pretrained(out / "best")
                 loop_state["step"] = done
-                loop_state["train_seconds"] += time.perf_counter() - clock
-                clock = time.perf_counter()
                 save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
+                clock = time.perf_counter()
         bar.close()
         result.steps = loop_state["step"]
         result.forward_passes = optimizer.forward_passes
