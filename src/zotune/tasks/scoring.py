@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from zotune.errors import DataError
 from zotune.tasks.base import Task
@@ -109,10 +110,13 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return (scores.argmax(-1).cpu() == labels.cpu()).float().mean().item()
 
 
-def evaluate(model, examples: Sequence[Encoded], pad_id: int, *, batch_size: int = 32) -> dict[str, float]:
-    """Accuracy and mean loss of ``model`` on encoded examples."""
+def evaluate(
+    model, examples: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, desc: str | None = None
+) -> dict[str, float]:
+    """Accuracy and mean loss of ``model`` on encoded examples; ``desc`` shows a progress bar with that label."""
     all_scores, labels = [], []
-    for start in range(0, len(examples), batch_size):
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc=desc, disable=desc is None, leave=False, unit="batch", dynamic_ncols=True):
         batch = examples[start : start + batch_size]
         all_scores.append(candidate_scores(model, batch, pad_id).cpu())
         labels.extend(ex.label for ex in batch)

@@ -96,8 +96,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             update=config.update, n_directions=config.n_directions,
                             weight_decay=config.weight_decay, method_options=config.method_options)
 
-    def score(examples) -> dict[str, float]:
-        return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size) if examples else {}
+    def score(examples, name: str) -> dict[str, float]:
+        if not examples:
+            return {}
+        return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size,
+                        desc=f"eval {name}" if progress else None)
 
     result = TrainResult(output_dir=str(out))
     loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
@@ -109,8 +112,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     logger = JsonlLogger(out / "metrics.jsonl", append=config.resume)
     try:
         if not config.resume:
-            result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex).items()}
-            result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex).items()})
+            result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex, "dev zero-shot").items()}
+            result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex, "held-out zero-shot").items()})
             logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
             loop_state["zero_shot"] = result.zero_shot
             loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
@@ -141,7 +144,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if done % config.eval_steps == 0 or done == config.steps:
                 loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
-                dev = score(dev_ex)
+                dev = score(dev_ex, "dev")
                 logger.log({"kind": "dev", "step": done, **dev})
                 # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
                 if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
@@ -163,7 +166,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
             best = load_file(str(out / "best" / "model.safetensors"))
             load_trainable_state(model, {k: best[k] for k in trainable_state(model)})
-        result.final = {"eval_" + k: v for k, v in score(eval_ex).items()}
+        result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
         logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
     finally:
         logger.close()
