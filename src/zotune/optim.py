@@ -98,8 +98,6 @@ class ZOOptimizer(torch.optim.Optimizer):
             raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
         super().__init__([p for _, p in named], defaults)
-        if len(self.param_groups) != 1:  # pragma: no cover - guarded by _named_trainable
-            raise ConfigError("ZOOptimizer takes one parameter group")
         self.method = build_method(method, method_options)
         self.engine = PerturbationEngine(named, direction=self.method.direction)
         self.method.setup(self.engine)

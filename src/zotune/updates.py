@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -59,7 +59,6 @@ class UpdateContext:
     weight_decay: float
     state: dict[torch.Tensor, dict[str, Any]]
     loss_fn: Callable[[], float]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def block_terms(self, scale: float, weight: float, factor: float) -> list[tuple[int, float]]:
         """``(seed, factor * weight * scale * g_i / n)`` for each direction of one block."""

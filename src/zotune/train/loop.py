@@ -54,11 +54,14 @@ class TrainResult:
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> list[int]:
     """Example indices of step ``step``: epochs are seeded permutations, so any step's batch is known without
     replaying the ones before it (which makes resuming exact)."""
+    orders: dict[int, torch.Tensor] = {}
     out = []
     for position in range(step * batch_size, (step + 1) * batch_size):
         epoch, offset = divmod(position, num_examples)
-        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
-        out.append(int(order[offset]))
+        if epoch not in orders:
+            generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
+            orders[epoch] = torch.randperm(num_examples, generator=generator)
+        out.append(int(orders[epoch][offset]))
     return out
 
 
