@@ -54,10 +54,32 @@ def test_resume_continues_from_the_checkpoint(tiny_model_dir, tiny_data_dir, tmp
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_adalezo_logs_layer_draws_per_interval_and_plots_them(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--method", "adalezo",
+                            "--option", "sample_fraction=0.5")) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reports = [r for r in records if r["kind"] == "sampler"]
+    assert [r["step"] for r in reports] == [2, 4]
+    assert all(sum(r["draws"]) == 2 * 2 for r in reports)  # k = 2 draws per step, 2 steps per interval
+    assert reports[0]["arms"] == ["embed", "model.layers.0", "model.layers.1", "rest"]
+    assert all("clipped_fraction" in r and "layers_sampled" in r for r in records if r["kind"] == "train")
+    assert (out / "layers.png").stat().st_size > 1000
+
+
+def test_sampler_flag_puts_adalezo_on_another_update_rule(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--sampler", "adalezo", "--update", "adam",
+                            "--lr", "1e-3")) == 0
+    assert "mezo (adam, sampler adalezo)" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["sampler"] == "adalezo" and "layers" in summary["files"]
+
+
 def test_list_names_methods_rules_and_tasks(capsys):
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
-    assert "mezo" in printed and "adam" in printed and "rotten_tomatoes" in printed and "smollm2-135m" in printed
+    assert "adalezo" in printed and "samplers:" in printed and "adam" in printed and "rotten_tomatoes" in printed and "smollm2-135m" in printed
 
 
 def _write(path, text):
@@ -70,6 +92,9 @@ def _write(path, text):
     ("unknown_task", "Unknown task 'sst3'. Did you mean 'sst2'?"),
     ("unknown_method", "Unknown method 'mezzo'"),
     ("unknown_update", "Unknown update rule 'adamw'. Did you mean 'adam'?"),
+    ("unknown_sampler", "Unknown sampler 'adalezzo'. Did you mean 'adalezo'?"),
+    ("bad_sampler_option", "Invalid sample_fraction: 2 (must be in (0, 1])"),
+    ("option_of_another_method", "Unknown option(s) ['sample_fraction'] for method 'mezo' with sampler 'full'"),
     ("missing_model", "Model path not found"),
     ("malformed_data", "train.jsonl:2: malformed JSON"),
     ("empty_data", "train.jsonl: no rows"),
@@ -86,12 +111,18 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir,
     data = tiny_data_dir
     extra: list[str] = []
     model = str(tiny_model_dir)
-    if case == "unknown_task":
-        extra = ["--task", "sst3"]
-    elif case == "unknown_method":
-        extra = ["--method", "mezzo"]
-    elif case == "unknown_update":
-        extra = ["--update", "adamw"]
+    flag_cases = {
+        "unknown_task": ["--task", "sst3"],
+        "unknown_method": ["--method", "mezzo"],
+        "unknown_update": ["--update", "adamw"],
+        "unknown_sampler": ["--sampler", "adalezzo"],
+        "bad_sampler_option": ["--method", "adalezo", "--option", "sample_fraction=2"],
+        "option_of_another_method": ["--option", "sample_fraction=0.3"],
+        "bad_value": ["--lr", "-1"],
+        "bad_option": ["--option", "rho"],
+    }
+    if case in flag_cases:
+        extra = flag_cases[case]
     elif case == "missing_model":
         model = str(tmp_path / "no-such-model")
     elif case == "malformed_data":
@@ -102,10 +133,6 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir,
         _write(data / "rotten_tomatoes" / "train.jsonl", '{"text": "a", "label": 7}\n')
     elif case == "missing_data_dir":
         data = tmp_path / "nowhere"
-    elif case == "bad_value":
-        extra = ["--lr", "-1"]
-    elif case == "bad_option":
-        extra = ["--option", "rho"]
     elif case == "unknown_yaml_key":
         extra = ["--config", str(_write(tmp_path / "c.yaml", "learning_rate: 0.1\n"))]
     elif case == "missing_config":

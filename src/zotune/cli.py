@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(flag, type=kind, metavar=field.name.upper(),
                            help=f"{field.metadata.get('help', '')} (default: {default})")
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
-                       help="a method option, repeatable (e.g. --option rho=0.2)")
+                       help="an option of the method or its sampler, repeatable (e.g. --option sample_fraction=0.3)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     train.add_argument("--no-save-best", dest="save_best", action="store_false",
                        help="do not write the best-dev model folder")
@@ -102,7 +102,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(config.seed)  # the process is seeded once; the algorithm uses its own generators
-    print(f"zotune: {config.method} ({config.update}) on {config.task} with {config.model}, "
+    sampler = f", sampler {config.sampler}" if config.sampler else ""
+    print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
           f"{config.steps} steps, lr {config.lr}, eps {config.eps}, batch {config.batch_size}", flush=True)
     result = train(config, progress=progress)
     zs, fin = result.zero_shot.get("eval_accuracy"), result.final.get("eval_accuracy")
@@ -147,11 +148,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
-    from zotune.methods import METHODS
+    from zotune.methods import METHODS, SAMPLERS
     from zotune.tasks import TASKS
     from zotune.updates import UPDATES
 
     print("methods:      " + ", ".join(METHODS.names()))
+    print("samplers:     " + ", ".join(SAMPLERS.names()))
     print("update rules: " + ", ".join(UPDATES.names()))
     print("tasks:")
     for name in TASKS.names():

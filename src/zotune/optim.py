@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from zotune.errors import ConfigError, StateError, ZotuneWarning
-from zotune.methods import MethodConfig, Probe, build_method
+from zotune.methods import (
+    METHODS,
+    SAMPLERS,
+    MethodConfig,
+    Probe,
+    SamplerConfig,
+    build_method,
+    build_sampler,
+    route_options,
+)
 from zotune.perturb import PerturbationEngine, mix_seed
 from zotune.updates import UpdateContext, build_update_rule
 
@@ -42,7 +51,9 @@ class ZOOptimizer(torch.optim.Optimizer):
     Args:
         params: an ``nn.Module`` (its parameters with ``requires_grad``), or an iterable of ``(name, tensor)``
             pairs or tensors. Block order follows this order.
-        method: a registered method name (``mezo``, ...) or a ``MethodConfig``.
+        method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig``.
+        sampler: which blocks each step perturbs and updates: a registered sampler name (``full``, ``adalezo``)
+            or a ``SamplerConfig``. Default: the method's own (``full`` for MeZO, ``adalezo`` for ``adalezo``).
         lr: learning rate (default 1e-6, MeZO's full fine-tuning setting).
         eps: perturbation scale epsilon (default 1e-3).
         seed: seeds the optimizer's own generator (default 0).
@@ -52,7 +63,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         momentum: for ``update="momentum"`` (default 0.9).
         betas, adam_eps: for ``update="adam"`` (defaults (0.9, 0.999), 1e-8).
         fuse_restore: fuse the last restore into the ``sgd`` update (default True).
-        method_options: keyword options of the method's config.
+        method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
+            config that declares it (``{"sample_fraction": 0.3}`` reaches the AdaLeZO sampler).
 
     Raises:
         ConfigError: an argument is out of range, an option pair is incompatible, or there is nothing to train.
@@ -68,6 +80,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         params: nn.Module | Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
         method: str | MethodConfig = "mezo",
         *,
+        sampler: str | SamplerConfig | None = None,
         lr: float = 1e-6,
         eps: float = 1e-3,
         seed: int = 0,
@@ -98,9 +111,20 @@ class ZOOptimizer(torch.optim.Optimizer):
             raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
         super().__init__([p for _, p in named], defaults)
+        spec = METHODS.get(method.method if isinstance(method, MethodConfig) else method)
+        sampler = spec.sampler if sampler is None else sampler
+        method_label, sampler_label = (
+            f"{kind} {getattr(obj, kind, obj)!r}" for kind, obj in (("method", method), ("sampler", sampler))
+        )
+        method_options, sampler_options = route_options(dict(method_options or {}), [
+            (method_label, None if isinstance(method, MethodConfig) else spec.config_cls),
+            (sampler_label, None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
+        ])
         self.method = build_method(method, method_options)
+        self.sampler = build_sampler(sampler, sampler_options)
         self.engine = PerturbationEngine(named, direction=self.method.direction)
         self.method.setup(self.engine)
+        self.sampler.setup(self.engine)
         self.update_name = update
         self.fuse_restore = fuse_restore
         self.seed = seed
@@ -133,7 +157,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         loss_fn = self._counting(closure)
         step_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
         plan_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _PLAN_STREAM))
-        plan = self.method.plan(self.step_count, plan_generator)
+        plan = self.sampler.plan(self.step_count, plan_generator)
+        plan = self.method.plan(self.step_count, plan_generator, plan)
         n = group["n_directions"]
         probes: list[Probe] = []
         for i in range(n):
@@ -146,8 +171,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             if not math.isfinite(probe.projected_grad):
                 return self._skip(probes)
         self.last_probes = probes
-
-
+        plan = self.sampler.reweight(probes, plan)
         self.rule.update(
             UpdateContext(
                 engine=self.engine,
@@ -161,6 +185,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             )
         )
         probes[-1].restore = None
+        self.sampler.observe(probes, plan)
         self.method.observe(probes, plan)
         self.method.after_update(self.step_count, loss_fn)
         self.step_count += 1
@@ -195,8 +220,10 @@ class ZOOptimizer(torch.optim.Optimizer):
             "forward_passes": self.forward_passes,
             "consecutive_skips": self.consecutive_skips,
             "method": self.method.config.method,
+            "sampler": self.sampler.config.sampler,
             "update": self.update_name,
             "method_state": self.method.state_dict(),
+            "sampler_state": self.sampler.state_dict(),
         }
         return state
 
@@ -205,7 +232,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         zo = state_dict.pop("zo", None)
         if zo is None:
             raise StateError("Not a ZOOptimizer state dict: the 'zo' entry is missing")
-        for key, mine in (("method", self.method.config.method), ("update", self.update_name)):
+        mine_by_key = (("method", self.method.config.method), ("sampler", self.sampler.config.sampler),
+                       ("update", self.update_name))
+        for key, mine in mine_by_key:
             if zo[key] != mine:
                 raise StateError(f"State dict is for {key}={zo[key]!r}, this optimizer has {key}={mine!r}")
         super().load_state_dict(state_dict)
@@ -214,6 +243,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.forward_passes = int(zo["forward_passes"])
         self.consecutive_skips = int(zo["consecutive_skips"])
         self.method.load_state_dict(zo["method_state"])
+        self.sampler.load_state_dict(zo["sampler_state"])
 
 
 def _named_trainable(params: Any) -> list[tuple[str, torch.Tensor]]:

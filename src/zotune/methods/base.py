@@ -2,7 +2,8 @@
 
 A method overrides only the hooks where it differs from MeZO (STYLE §2):
 
-- ``plan(step, generator)``: which blocks take part, with a perturbation scale and update weight per block;
+- ``plan(step, generator, sampled)``: refine the sampler's plan (which blocks take part, with a perturbation
+  scale and update weight per block; the sampler, ``methods/sampling.py``, chooses the blocks);
 - ``direction(block, generator, out)``: how z is drawn;
 - ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
 - ``observe(probes, plan)``: what is learned from the losses;
@@ -77,8 +78,9 @@ class Method:
         """Called once by the optimizer, with the engine whose blocks the method will plan over."""
         self.engine = engine
 
-    def plan(self, step: int, generator: torch.Generator) -> StepPlan:
-        return StepPlan.full(len(self.engine))
+    def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
+        """The step's plan, given the one the sampler drew (MeZO keeps it as it is)."""
+        return sampled
 
     def direction(self, block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
         return gaussian_direction(block, generator, out)
@@ -111,17 +113,23 @@ class Method:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method: its config and hook classes, and the sampler it runs with unless told otherwise
+    (a *recipe* such as ``adalezo`` is MeZO's hooks with another sampler)."""
+
     config_cls: type[MethodConfig]
     method_cls: type[Method]
+    sampler: str = "full"
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register_method(name: str, *, config_cls: type[MethodConfig], method_cls: type[Method]) -> None:
+def register_method(
+    name: str, *, config_cls: type[MethodConfig], method_cls: type[Method], sampler: str = "full"
+) -> None:
     """Register a method under ``name`` (called at the end of each method's ``__init__.py``)."""
     config_cls.method = name
-    METHODS.register(name, MethodSpec(config_cls, method_cls))
+    METHODS.register(name, MethodSpec(config_cls, method_cls, sampler))
 
 
 def build_method(method: str | MethodConfig, options: dict[str, Any] | None = None) -> Method:

@@ -21,7 +21,10 @@ class TrainConfig:
     data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
     method: str = field(default="mezo", metadata={"help": "registered ZO method"})
     update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
-    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the method's own options"})
+    sampler: str | None = field(default=None, metadata={
+        "help": "which layers each step touches: full or adalezo (default: the method's own)"})
+    method_options: dict[str, Any] = field(default_factory=dict,
+                                           metadata={"help": "options of the method and its sampler"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
     lr: float = field(default=1e-4, metadata={"help": "learning rate (tuned for the default model)"})
     eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})

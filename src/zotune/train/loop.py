@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from zotune.assets import load_model
 from zotune.errors import NonFiniteLossError
-from zotune.methods import METHODS
+from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import ZOOptimizer
 from zotune.perturb import mix_seed
 from zotune.tasks import (
@@ -30,7 +30,7 @@ from zotune.tasks import (
 from zotune.train.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
 from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl
-from zotune.train.plots import plot_training
+from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.updates import UPDATES
 
 __all__ = ["train", "TrainResult", "batch_indices"]
@@ -88,7 +88,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
-    METHODS.get(config.method), UPDATES.get(config.update)  # fail on a bad name before the slow model load
+    # Fail on a bad name before the slow model load.
+    METHODS.get(config.method), UPDATES.get(config.update), config.sampler and SAMPLERS.get(config.sampler)
     model, tokenizer = load_model(config.model, dtype=config.dtype)
     data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
                        num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
@@ -96,7 +97,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                                  for rows in (data.train, data.dev, data.eval))
     pad_id = tokenizer.pad_token_id
     optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
-                            update=config.update, n_directions=config.n_directions,
+                            update=config.update, sampler=config.sampler, n_directions=config.n_directions,
                             weight_decay=config.weight_decay, method_options=config.method_options)
 
     def score(examples, name: str) -> dict[str, float]:
@@ -142,13 +143,16 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             "projected_grad": optimizer.last_probes[0].projected_grad,
                             "forward_passes": optimizer.forward_passes,
                             "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
-                            **optimizer.method.metrics()})
+                            **optimizer.sampler.metrics(), **optimizer.method.metrics()})
             if math.isfinite(loss):
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if done % config.eval_steps == 0 or done == config.steps:
                 loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
                 dev = score(dev_ex, "dev")
                 logger.log({"kind": "dev", "step": done, **dev})
+                sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
+                if sampled:
+                    logger.log({"kind": "sampler", "step": done, **sampled})
                 # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
                 if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
                     loop_state.update(best_dev=dev["accuracy"], best_dev_loss=dev["loss"], best_step=done)
@@ -177,5 +181,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     plot_training(records, out / "loss.png", title=f"{config.method} on {config.task} ({config.model})")
     result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
                     "checkpoint": str(out / "checkpoint"), "best": str(out / "best")}
+    if any(r.get("kind") == "sampler" and "draws" in r for r in records):
+        result.files["layers"] = str(plot_layer_draws(records, out / "layers.png",
+                                                      title=f"{optimizer.sampler.config.sampler} layer draws"))
     (out / "summary.json").write_text(json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
     return result
