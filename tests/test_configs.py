@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from zotune.methods import METHODS
+from zotune.methods import METHODS, SAMPLERS, route_options
 from zotune.tasks import TASKS
 from zotune.train.config import TrainConfig, load_yaml_config
 from zotune.updates import UPDATES
@@ -19,5 +19,10 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_is_valid(path):
     config = TrainConfig.from_dict(load_yaml_config(path))
-    TASKS.get(config.task), METHODS.get(config.method), UPDATES.get(config.update)
+    TASKS.get(config.task), UPDATES.get(config.update)
+    method = METHODS.get(config.method)
+    sampler = SAMPLERS.get(config.sampler or method.sampler)
+    method_options, sampler_options = route_options(
+        config.method_options, [("method", method.config_cls), ("sampler", sampler.config_cls)])
+    method.config_cls(**method_options), sampler.config_cls(**sampler_options)
     assert "zotune train --config" in path.read_text().splitlines()[1]

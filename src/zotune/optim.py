@@ -26,8 +26,9 @@ from zotune.updates import UpdateContext, build_update_rule
 
 __all__ = ["ZOOptimizer"]
 
-# Stream id for the method's own sampling in a step, distinct from direction indices 0..n-1.
+# Stream ids for the sampler's and the method's own draws in a step, distinct from direction indices 0..n-1.
 _PLAN_STREAM = 1 << 32
+_METHOD_STREAM = (1 << 32) + 1
 
 
 class ZOOptimizer(torch.optim.Optimizer):
@@ -139,13 +140,18 @@ class ZOOptimizer(torch.optim.Optimizer):
         return [b.name for b in self.engine.blocks]
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any]) -> float:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Callable[[], Any], *, fresh_closure: Callable[[int], Callable[[], Any]] | None = None
+    ) -> float:
         """Run one ZO step.
 
         Args:
             closure: returns the mini-batch loss at the current weights (a scalar tensor or float). It must not
                 change the batch between calls within one step: it is called ``2 n`` times (more for methods that
                 probe more, or ``cons``).
+            fresh_closure: ``fresh_closure(j)`` returns a closure like ``closure`` on the j-th fresh batch of
+                this step, for methods that probe on other batches (DiZO's projection rounds). Without it they
+                use ``closure``'s batch, with a warning.
 
         Returns:
             The step's loss estimate at theta: the mean of the probes' losses (``(L+ + L-) / 2`` for SPSA).
@@ -187,7 +193,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         probes[-1].restore = None
         self.sampler.observe(probes, plan)
         self.method.observe(probes, plan)
-        self.method.after_update(self.step_count, loss_fn)
+        method_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _METHOD_STREAM))
+        fresh_loss = None if fresh_closure is None else (lambda j: self._counting(fresh_closure(j)))
+        self.method.after_update(self.step_count, loss_fn, method_generator, fresh_loss)
         self.step_count += 1
         self.consecutive_skips = 0
         return sum(p.loss for p in probes) / n

@@ -7,7 +7,8 @@ A method overrides only the hooks where it differs from MeZO (STYLE §2):
 - ``direction(block, generator, out)``: how z is drawn;
 - ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
 - ``observe(probes, plan)``: what is learned from the losses;
-- ``after_update(step, loss_fn)``: work between steps that may evaluate the loss.
+- ``after_update(step, loss_fn, generator, fresh_loss)``: work between steps that may evaluate the loss, on the
+  step's batch (``loss_fn``) or on fresh ones (``fresh_loss(j)``, when the caller provides them).
 
 Hooks never log, print, save or seed the global RNG; only ``probe`` and ``after_update`` evaluate the loss.
 """
@@ -25,9 +26,14 @@ from zotune.errors import ConfigError
 from zotune.perturb import Block, PerturbationEngine, StepPlan, gaussian_direction
 from zotune.registry import Registry
 
-__all__ = ["MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "register_method", "build_method"]
+__all__ = [
+    "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
+    "build_method",
+]
 
 LossFn = Callable[[], float]
+# fresh_loss(j) is the loss on the j-th fresh batch of this step (None: the caller gave no fresh batches).
+FreshLossFn = Callable[[int], LossFn] | None
 
 
 @dataclass
@@ -97,12 +103,19 @@ class Method:
     def observe(self, probes: list[Probe], plan: StepPlan) -> None:
         return None
 
-    def after_update(self, step: int, loss_fn: LossFn) -> None:
+    def after_update(
+        self, step: int, loss_fn: LossFn, generator: torch.Generator, fresh_loss: FreshLossFn
+    ) -> None:
+        """Called after the update of step ``step``; ``generator`` is seeded from the step seed."""
         return None
 
     def metrics(self) -> dict[str, float]:
-        """Scalars the training loop may log for this method (empty for MeZO)."""
+        """Per-step scalars the training loop may log for this method (empty for MeZO)."""
         return {}
+
+    def report(self) -> list[dict[str, Any]]:
+        """Events since the last call (e.g. DiZO's projection rounds), each logged as one record; then reset."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -37,6 +37,8 @@ __all__ = ["train", "TrainResult", "batch_indices"]
 
 log = logging.getLogger(__name__)
 
+_FRESH_STREAM = 0xF4E5  # seeds the fresh-batch stream, apart from the training batches' epochs
+
 
 @dataclass
 class TrainResult:
@@ -100,6 +102,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             update=config.update, sampler=config.sampler, n_directions=config.n_directions,
                             weight_decay=config.weight_decay, method_options=config.method_options)
 
+    def batch_closure(indices: list[int]):
+        batch = [train_ex[i] for i in indices]
+        labels = torch.tensor([ex.label for ex in batch])
+        return lambda: classification_loss(candidate_scores(model, batch, pad_id), labels)
+
     def score(examples, name: str) -> dict[str, float]:
         if not examples:
             return {}
@@ -130,14 +137,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                    desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
         clock = time.perf_counter()
         for step in bar:
-            batch = [train_ex[i] for i in batch_indices(step, len(train_ex), config.batch_size, config.seed)]
-            labels = torch.tensor([ex.label for ex in batch])
-            loss = optimizer.step(lambda: classification_loss(candidate_scores(model, batch, pad_id), labels))
+            closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
+            # Fresh batches for methods that probe elsewhere (DiZO): a stream of its own per step, so that a
+            # resumed run draws the same ones.
+            fresh_seed = mix_seed(config.seed, step, _FRESH_STREAM)
+            loss = optimizer.step(closure, fresh_closure=lambda j, fresh_seed=fresh_seed: batch_closure(
+                batch_indices(j, len(train_ex), config.batch_size, fresh_seed)))
             if optimizer.consecutive_skips >= config.max_nonfinite:
                 raise NonFiniteLossError(
                     f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
                     f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
             done = step + 1
+            for event in optimizer.method.report():  # e.g. DiZO's projection rounds
+                logger.log({"kind": "method", "step": done, **event})
             if done % config.log_steps == 0:
                 logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                             "projected_grad": optimizer.last_probes[0].projected_grad,
@@ -149,7 +161,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             if done % config.eval_steps == 0 or done == config.steps:
                 loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
                 dev = score(dev_ex, "dev")
-                logger.log({"kind": "dev", "step": done, **dev})
+                if dev:
+                    logger.log({"kind": "dev", "step": done, **dev})
                 sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
                 if sampled:
                     logger.log({"kind": "sampler", "step": done, **sampled})

@@ -23,7 +23,7 @@ def plot_training(records: list[dict[str, Any]], path: str | Path, *, title: str
 
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None]
     dev = [(0, r["dev_accuracy"]) for r in records if r.get("kind") == "zero_shot" and "dev_accuracy" in r]
-    dev += [(r["step"], r["accuracy"]) for r in records if r.get("kind") == "dev"]
+    dev += [(r["step"], r["accuracy"]) for r in records if r.get("kind") == "dev" and "accuracy" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         steps, losses = zip(*train)

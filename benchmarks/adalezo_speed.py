@@ -1,0 +1,85 @@
+"""MeZO against AdaLeZO on the default model and task, from the same seed and the same batches.
+
+Prints, as ratios measured in this one run: the mean step time, and the wall-clock time each method needs to
+bring its training loss (a trailing mean over ``--window`` steps) down to MeZO's final training loss.
+
+    python benchmarks/adalezo_speed.py --steps 100          # about 12 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from zotune.train import TrainConfig, train
+from zotune.train.logging import read_jsonl
+
+
+def run(method: str, args: argparse.Namespace, out: Path) -> dict:
+    config = TrainConfig(model=args.model, task=args.task, data_dir=args.data_dir, method=method, steps=args.steps,
+                         lr=args.lr, eps=args.eps, batch_size=args.batch_size, seed=args.seed,
+                         num_dev=0, num_eval=args.num_eval, eval_steps=args.steps, save_best=False,
+                         output_dir=str(out / method), threads=args.threads)
+    result = train(config, progress=True)
+    records = [r for r in read_jsonl(out / method / "metrics.jsonl") if r["kind"] == "train"]
+    return {"losses": [r["loss"] for r in records], "seconds": [r["seconds"] for r in records],
+            "forward_passes": result.forward_passes, "train_seconds": result.train_seconds,
+            "zero_shot": result.zero_shot.get("eval_accuracy"), "final": result.final.get("eval_accuracy")}
+
+
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+            for i in range(len(values))]
+
+
+def seconds_to_reach(run_: dict, target: float, window: int) -> float | None:
+    for loss, seconds in zip(trailing_mean(run_["losses"], window), run_["seconds"]):
+        if loss <= target:
+            return seconds
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="rotten_tomatoes")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window", type=int, default=20, help="steps in the trailing mean of the training loss")
+    parser.add_argument("--num-eval", type=int, default=200, help="held-out examples scored at the end")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", help="folder for the runs and results.json (default: a temporary folder)")
+    args = parser.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="adalezo-bench-"))
+    runs = {method: run(method, args, out) for method in ("mezo", "adalezo")}
+
+    target = trailing_mean(runs["mezo"]["losses"], args.window)[-1]
+    step_time = {m: r["train_seconds"] / args.steps for m, r in runs.items()}
+    reach = {m: seconds_to_reach(r, target, args.window) for m, r in runs.items()}
+    print(f"\n{args.model} / {args.task}, {args.steps} steps, batch {args.batch_size}, lr {args.lr}, "
+          f"seed {args.seed}; target = MeZO's final training loss (mean of its last {args.window}) = {target:.4f}")
+    print(f"{'method':<10}{'s/step':>9}{'final loss':>12}{'s to target':>13}{'held-out acc':>14}")
+    for m, r in runs.items():
+        final = trailing_mean(r["losses"], args.window)[-1]
+        reached = f"{reach[m]:.0f}" if reach[m] is not None else "not reached"
+        acc = f"{r['zero_shot']:.3f}->{r['final']:.3f}" if r["final"] is not None else "-"
+        print(f"{m:<10}{step_time[m]:>9.2f}{final:>12.4f}{reached:>13}{acc:>14}")
+    print(f"step time ratio (AdaLeZO / MeZO): {step_time['adalezo'] / step_time['mezo']:.3f} "
+          f"(speed-up {step_time['mezo'] / step_time['adalezo']:.2f}x)")
+    if reach["adalezo"] is not None:
+        print(f"time-to-MeZO's-final-loss speed-up (MeZO / AdaLeZO): {reach['mezo'] / reach['adalezo']:.2f}x")
+    else:
+        print(f"AdaLeZO did not reach MeZO's final loss within {args.steps} steps")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "target": target, "step_time": step_time,
+                                                  "seconds_to_target": reach, "runs": runs}, indent=1))
+    print(f"results: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
