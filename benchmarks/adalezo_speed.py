@@ -13,6 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from common import run_parser
+
 from zotune.train import TrainConfig, train
 from zotune.train.logging import read_jsonl
 
@@ -42,19 +44,10 @@ def seconds_to_reach(run_: dict, target: float, window: int) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--eps", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = run_parser(__doc__)
     parser.add_argument("--window", type=int, default=20, help="steps in the trailing mean of the training loss")
     parser.add_argument("--num-eval", type=int, default=200, help="held-out examples scored at the end")
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--out", help="folder for the runs and results.json (default: a temporary folder)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="adalezo-bench-"))
     runs = {method: run(method, args, out) for method in ("mezo", "adalezo")}

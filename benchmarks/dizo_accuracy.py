@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import run_parser
 from tqdm.auto import tqdm
 
 from zotune import ZOOptimizer
@@ -79,21 +80,12 @@ def first_step_reaching(records: list[dict], accuracy: float) -> int | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--steps", type=int, default=100)
+    parser = run_parser(__doc__)
     parser.add_argument("--interval", type=int, default=50, help="DiZO's kappa")
     parser.add_argument("--probes", type=int, default=10, help="DiZO's J")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--eps", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-eval", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="where results.json goes (default: a temporary folder)")
     args = parser.parse_args()
 
     rounds = args.steps // args.interval

@@ -67,6 +67,21 @@ def test_adalezo_logs_layer_draws_per_interval_and_plots_them(tiny_model_dir, ti
     assert (out / "layers.png").stat().st_size > 1000
 
 
+def test_dizo_logs_each_projection_round_and_probes_on_fresh_batches(tiny_model_dir, tiny_data_dir, tmp_path,
+                                                                    capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--method", "dizo", "--option", "interval=2",
+                            "--option", "probes=3")) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rounds = [r for r in records if r["kind"] == "method"]
+    assert [r["step"] for r in rounds] == [2, 4] and all(r["event"] == "projection" for r in rounds)
+    assert all(0.8 <= r["ratio_min"] <= r["ratio_max"] <= 1.2 for r in rounds)
+    assert len(rounds[0]["divergence_norms"]) == 4  # k and v projections of 2 layers
+    last_train = [r for r in records if r["kind"] == "train"][-1]
+    assert last_train["forward_passes"] == 4 * 2 + 2 * 6  # 2 rounds of 2J passes
+    assert "step's own batch" not in capsys.readouterr().err
+
+
 def test_sampler_flag_puts_adalezo_on_another_update_rule(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--sampler", "adalezo", "--update", "adam",
