@@ -48,12 +48,14 @@ def test_run_writes_logs_plot_summary_and_checkpoints(tiny_model_dir, tiny_data_
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
 
 
-@pytest.mark.parametrize("method", ["mezo", "adalezo"])
-def test_resume_ends_with_the_weights_of_an_uninterrupted_run(method, tiny_model_dir, tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("method,options", [("mezo", {}), ("adalezo", {}), ("dizo", {"interval": 2, "probes": 2})])
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(method, options, tiny_model_dir, tiny_data_dir,
+                                                              tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(_config(tiny_model_dir, tiny_data_dir, straight, steps=6, method=method), progress=False)
-    train(_config(tiny_model_dir, tiny_data_dir, split, steps=3, method=method), progress=False)
-    train(_config(tiny_model_dir, tiny_data_dir, split, steps=6, method=method, resume=True), progress=False)
+    run = dict(method=method, method_options=options)
+    train(_config(tiny_model_dir, tiny_data_dir, straight, steps=6, **run), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, split, steps=3, **run), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, split, steps=6, resume=True, **run), progress=False)
     a = load_file(str(straight / "checkpoint" / "weights.safetensors"))
     b = load_file(str(split / "checkpoint" / "weights.safetensors"))
     assert a.keys() == b.keys()
