@@ -82,6 +82,17 @@ def test_dizo_logs_each_projection_round_and_probes_on_fresh_batches(tiny_model_
     assert "step's own batch" not in capsys.readouterr().err
 
 
+def test_method_option_flags_reach_the_method(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--method", "ldsd", "--ldsd-lr-mu", "0",
+                            "--ldsd-candidates", "2")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["method_options"] == {"lr_mu": 0, "candidates": 2}
+    assert summary["forward_passes"] == 4 * 3  # K + 1 per step
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["mu_norm"] == 0.0 for r in records if r["kind"] == "train")  # the best-of-K ablation
+
+
 def test_sampler_flag_puts_adalezo_on_another_update_rule(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--sampler", "adalezo", "--update", "adam",

@@ -44,6 +44,34 @@ def _parse_option(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
+_OPTION_DEST = "option:"
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _add_method_option_flags(parser: argparse.ArgumentParser) -> None:
+    """``--<method>-<option>`` for every option of every registered method and sampler (``--ldsd-lr-mu 0``),
+    the same as ``--option <option>=...``."""
+    from zotune.methods import METHODS, SAMPLERS
+
+    group = parser.add_argument_group("method and sampler options (same as --option KEY=VALUE)")
+    seen = set()
+    for registry in (METHODS, SAMPLERS):
+        for name in registry.names():
+            config_cls = registry.get(name).config_cls
+            for field in dataclasses.fields(config_cls):
+                flag = f"--{name}-{field.name}".replace("_", "-")
+                if flag in seen:
+                    continue
+                seen.add(flag)
+                group.add_argument(flag, dest=_OPTION_DEST + field.name, type=_yaml_value, metavar="VALUE",
+                                   help=f"{field.metadata.get('help', '')} (default: {field.default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zotune", description="Zeroth-order (forward-pass only) fine-tuning of language models."
@@ -60,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = field.default if field.default is not dataclasses.MISSING else None
         train.add_argument(flag, type=kind, metavar=field.name.upper(),
                            help=f"{field.metadata.get('help', '')} (default: {default})")
+    _add_method_option_flags(train)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="an option of the method or its sampler, repeatable (e.g. --option sample_fraction=0.3)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
@@ -97,6 +126,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings.update(values)
     options = dict(settings.get("method_options") or {})
     options.update(_parse_option(o) for o in (getattr(args, "option", None) or []))
+    for key in [k for k in settings if k.startswith(_OPTION_DEST)]:
+        options[key[len(_OPTION_DEST):]] = settings.pop(key)
     settings["method_options"] = options
     config = TrainConfig.from_dict(settings)
     import torch

@@ -86,12 +86,17 @@ class PerturbationEngine:
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def noise(self, seed: int, block: Block) -> torch.Tensor:
+    def noise(self, seed: int, block: Block, direction: DirectionFn | None = None) -> torch.Tensor:
         """z for ``(seed, block)``, in float32. Returns a view of a shared scratch buffer: use it before the
-        next call."""
+        next call.
+
+        Args:
+            direction: draw with this instead of the engine's direction (LDSD regenerates the plain Gaussian
+                part of its directions this way); the generator is seeded the same.
+        """
         self._generator.manual_seed(mix_seed(seed, block.index))
         out = self._scratch[: block.param.numel()].view(block.param.shape)
-        z = self.direction(block, self._generator, out)
+        z = (direction or self.direction)(block, self._generator, out)
         return z.to(block.param.device) if z.device != block.param.device else z
 
     def perturb(self, seed: int, scale: float, plan: StepPlan) -> None:
