@@ -46,7 +46,6 @@ def seconds_to_reach(run_: dict, target: float, window: int) -> float | None:
 def main() -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--window", type=int, default=20, help="steps in the trailing mean of the training loss")
-    parser.add_argument("--num-eval", type=int, default=200, help="held-out examples scored at the end")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="adalezo-bench-"))

@@ -9,65 +9,11 @@ steps and at equal forward passes, and the steps each method needs to reach MeZO
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-from common import run_parser
-from tqdm.auto import tqdm
-
-from zotune import ZOOptimizer
-from zotune.assets import load_model
-from zotune.perturb import mix_seed
-from zotune.tasks import (
-    TASKS,
-    candidate_scores,
-    classification_loss,
-    encode,
-    evaluate,
-    load_splits,
-    sample_mezo,
-)
-from zotune.train.loop import batch_indices
-
-
-def run(method: str, steps: int, args: argparse.Namespace) -> list[dict]:
-    """Train ``method`` for ``steps`` steps; returns one record per evaluation (step, passes, accuracy)."""
-    model, tokenizer = load_model(args.model)
-    task = TASKS.get(args.task)
-    data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=0,
-                       num_eval=args.num_eval, seed=0)
-    train_ex, eval_ex = (encode(task, rows, tokenizer) for rows in (data.train, data.eval))
-    pad = tokenizer.pad_token_id
-    options = {"interval": args.interval, "probes": args.probes} if method == "dizo" else {}
-    opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=args.seed, method_options=options)
-
-    def closure_for(indices):
-        batch = [train_ex[i] for i in indices]
-        labels = torch.tensor([ex.label for ex in batch])
-        return lambda: classification_loss(candidate_scores(model, batch, pad), labels)
-
-    records, rounds, seconds = [], [], 0.0
-    for step in tqdm(range(steps + 1), desc=method, unit="step"):
-        if step % args.eval_every == 0 or step == steps:
-            acc = evaluate(model, eval_ex, pad, batch_size=32)["accuracy"]
-            records.append({"step": step, "forward_passes": opt.forward_passes, "accuracy": acc,
-                            "seconds": seconds})
-        if step == steps:
-            break
-        fresh_seed = mix_seed(args.seed, step, 0xF4E5)
-        clock = time.perf_counter()
-        opt.step(closure_for(batch_indices(step, len(train_ex), args.batch_size, args.seed)),
-                 fresh_closure=lambda j, s=fresh_seed: closure_for(batch_indices(j, len(train_ex), args.batch_size, s)))
-        seconds += time.perf_counter() - clock
-        rounds += opt.method.report()
-    for event in rounds:
-        print(f"  projection after step {event['after_step']}: ratios mean {event['ratio_mean']:.4f} "
-              f"min {event['ratio_min']:.4f} max {event['ratio_max']:.4f}")
-    return records
+from common import run_parser, tracked_run
 
 
 def at_passes(records: list[dict], passes: int) -> dict:
@@ -83,15 +29,17 @@ def main() -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--interval", type=int, default=50, help="DiZO's kappa")
     parser.add_argument("--probes", type=int, default=10, help="DiZO's J")
-    parser.add_argument("--num-train", type=int, default=1000)
-    parser.add_argument("--num-eval", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=10)
     args = parser.parse_args()
 
     rounds = args.steps // args.interval
     extra_steps = rounds * args.probes  # a round's 2J passes cost as much as J MeZO steps
-    dizo = run("dizo", args.steps, args)
-    mezo = run("mezo", args.steps + extra_steps, args)
+    dizo, rounds = tracked_run("dizo", args.steps, args, options={"interval": args.interval, "probes": args.probes},
+                               eval_every=args.eval_every)
+    for event in rounds:
+        print(f"  projection after step {event['after_step']}: ratios mean {event['ratio_mean']:.4f} "
+              f"min {event['ratio_min']:.4f} max {event['ratio_max']:.4f}")
+    mezo, _ = tracked_run("mezo", args.steps + extra_steps, args, eval_every=args.eval_every)
     equal_steps = {"mezo": [r for r in mezo if r["step"] <= args.steps][-1], "dizo": dizo[-1]}
     passes = dizo[-1]["forward_passes"]
     target = equal_steps["mezo"]["accuracy"]
