@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from zotune import ZOOptimizer
 from zotune.assets import load_model
-from zotune.perturb import mix_seed
 from zotune.tasks import (
     TASKS,
     candidate_scores,
@@ -21,7 +20,7 @@ from zotune.tasks import (
     load_splits,
     sample_mezo,
 )
-from zotune.train.loop import batch_indices
+from zotune.train.loop import batch_indices, fresh_batch_indices
 
 
 def run_parser(doc: str, *, steps: int = 100) -> argparse.ArgumentParser:
@@ -75,10 +74,10 @@ def tracked_run(method: str, steps: int, args: argparse.Namespace, *, options: d
             records.append(record)
         if step == steps:
             break
-        fresh_seed = mix_seed(args.seed, step, 0xF4E5)
         clock = time.perf_counter()
         opt.step(closure_for(batch_indices(step, len(train_ex), args.batch_size, args.seed)),
-                 fresh_closure=lambda j, s=fresh_seed: closure_for(batch_indices(j, len(train_ex), args.batch_size, s)))
+                 fresh_closure=lambda j, step=step: closure_for(
+                     fresh_batch_indices(step, j, len(train_ex), args.batch_size, args.seed)))
         seconds += time.perf_counter() - clock
         events += opt.method.report()
     return records, events

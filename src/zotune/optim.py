@@ -112,14 +112,14 @@ class ZOOptimizer(torch.optim.Optimizer):
             raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
         super().__init__([p for _, p in named], defaults)
-        spec = METHODS.get(method.method if isinstance(method, MethodConfig) else method)
+        method_name = method.method if isinstance(method, MethodConfig) else method
+        spec = METHODS.get(method_name)
         sampler = spec.sampler if sampler is None else sampler
-        method_label, sampler_label = (
-            f"{kind} {getattr(obj, kind, obj)!r}" for kind, obj in (("method", method), ("sampler", sampler))
-        )
+        sampler_name = sampler.sampler if isinstance(sampler, SamplerConfig) else sampler
+        # A config given as an object takes no further options (None below).
         method_options, sampler_options = route_options(dict(method_options or {}), [
-            (method_label, None if isinstance(method, MethodConfig) else spec.config_cls),
-            (sampler_label, None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
+            (f"method {method_name!r}", None if isinstance(method, MethodConfig) else spec.config_cls),
+            (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
         self.sampler = build_sampler(sampler, sampler_options)

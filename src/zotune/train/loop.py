@@ -33,7 +33,7 @@ from zotune.train.logging import JsonlLogger, read_jsonl
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.updates import UPDATES
 
-__all__ = ["train", "TrainResult", "batch_indices"]
+__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> l
             orders[epoch] = torch.randperm(num_examples, generator=generator)
         out.append(int(orders[epoch][offset]))
     return out
+
+
+def fresh_batch_indices(step: int, probe: int, num_examples: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of the ``probe``-th fresh batch of step ``step`` (DiZO's projection probes): a stream of its own,
+    apart from the training batches, and stateless like them, so a resumed run draws the same ones."""
+    return batch_indices(probe, num_examples, batch_size, mix_seed(seed, step, _FRESH_STREAM))
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -138,11 +144,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         clock = time.perf_counter()
         for step in bar:
             closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
-            # Fresh batches for methods that probe elsewhere (DiZO): a stream of its own per step, so that a
-            # resumed run draws the same ones.
-            fresh_seed = mix_seed(config.seed, step, _FRESH_STREAM)
-            loss = optimizer.step(closure, fresh_closure=lambda j, fresh_seed=fresh_seed: batch_closure(
-                batch_indices(j, len(train_ex), config.batch_size, fresh_seed)))
+            loss = optimizer.step(closure, fresh_closure=lambda j, step=step: batch_closure(
+                fresh_batch_indices(step, j, len(train_ex), config.batch_size, config.seed)))
             if optimizer.consecutive_skips >= config.max_nonfinite:
                 raise NonFiniteLossError(
                     f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
