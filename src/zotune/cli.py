@@ -36,22 +36,20 @@ def _train_config_cls():
     return TrainConfig
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    import yaml
-
-    if "=" not in text:
-        raise ConfigError(f"Invalid --option {text!r} (expected KEY=VALUE)")
-    key, value = text.split("=", 1)
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
-
-
-_OPTION_DEST = "option:"
-
-
 def _yaml_value(text: str) -> Any:
     import yaml
 
     return yaml.safe_load(text)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"Invalid --option {text!r} (expected KEY=VALUE)")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), _yaml_value(value)
+
+
+_OPTION_DEST = "option:"
 
 
 def _add_method_option_flags(parser: argparse.ArgumentParser) -> None:

@@ -275,3 +275,4 @@ def test_sampler_options_need_a_sampler_that_declares_them():
         ZOOptimizer(_layered_params(), "mezo", method_options={"sample_fraction": 0.3})
     opt = ZOOptimizer(_layered_params(), "mezo", sampler="adalezo", method_options={"sample_fraction": 0.3})
     assert opt.sampler.k == 2
+

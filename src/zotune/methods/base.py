@@ -28,12 +28,41 @@ from zotune.registry import Registry
 
 __all__ = [
     "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
-    "build_method",
+    "build_method", "check_option_types",
 ]
 
 LossFn = Callable[[], float]
 # fresh_loss(j) is the loss on the j-th fresh batch of this step (None: the caller gave no fresh batches).
 FreshLossFn = Callable[[int], LossFn] | None
+
+
+# What a config field annotated with these types accepts (a YAML or CLI value may be anything).
+_ACCEPTED_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def check_option_types(config: Any) -> None:
+    """Check every option against its field's type, converting numeric strings for ``float`` and ``int`` fields
+    (YAML reads ``2e-3`` and ``inf`` as strings); raise one ``ConfigError`` naming every bad option.
+
+    Method and sampler configs call this first in ``__post_init__``, so that their range checks compare numbers
+    and a value such as ``sigma="abc"`` is a clear error rather than a ``TypeError``. Fields of other types are
+    left to the config.
+    """
+    problems = []
+    for f in dataclasses.fields(config):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        accepted = _ACCEPTED_TYPES.get(kind)
+        value = getattr(config, f.name)
+        if kind in ("float", "int") and isinstance(value, str):
+            try:
+                value = float(value) if kind == "float" else int(value)
+                setattr(config, f.name, value)
+            except ValueError:
+                pass
+        if accepted and (not isinstance(value, accepted) or (kind != "bool" and isinstance(value, bool))):
+            problems.append(f"Invalid {f.name}: {value!r} (must be of type {kind})")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 @dataclass

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from zotune.errors import ConfigError
-from zotune.methods.base import MethodConfig
+from zotune.methods.base import MethodConfig, check_option_types
 from zotune.methods.sampling import SamplerConfig
 
 __all__ = ["AdaLeZOConfig", "AdaLeZOMethodConfig", "DEFAULT_LAYER_PATTERN"]
@@ -33,11 +33,7 @@ class AdaLeZOConfig(SamplerConfig):
     embed_pattern: str = field(default="embed", metadata={"help": "substring of the embedding parameters' names"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.weight_clip, str):  # YAML reads "inf" as a string
-            try:
-                self.weight_clip = float(self.weight_clip)
-            except ValueError:
-                raise ConfigError(f"Invalid weight_clip: {self.weight_clip!r} (must be a number >= 1 or inf)") from None
+        check_option_types(self)  # also turns weight_clip="inf" (a YAML string) into a float
         problems = []
         checks = (
             ("sample_fraction", 0.0 < self.sample_fraction <= 1.0, "in (0, 1]"),

@@ -136,10 +136,8 @@ class AdaLeZOSampler(Sampler):
         for arm in draw.arms:
             self.rewards[arm] = (1 - cfg.reward_rate) * self.rewards[arm] + cfg.reward_rate * reward
         self.probs = self.sampling_probs(self.rewards)
-        self.interval_draws += torch.bincount(
-            torch.tensor(draw.arms), weights=torch.tensor(draw.counts, dtype=torch.float64),
-            minlength=len(self.arm_names),
-        ).long()
+        for arm, count in zip(draw.arms, draw.counts):
+            self.interval_draws[arm] += count
         self.interval_sampled += len(draw.arms)
         self.interval_clipped += sum(draw.clipped)
 

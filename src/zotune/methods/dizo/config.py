@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from zotune.errors import ConfigError
-from zotune.methods.base import MethodConfig
+from zotune.methods.base import MethodConfig, check_option_types
 
 __all__ = ["DiZOConfig", "DEFAULT_PROJECTED_PATTERNS"]
 
@@ -33,10 +33,11 @@ class DiZOConfig(MethodConfig):
         if isinstance(self.projected_patterns, str):
             self.projected_patterns = (self.projected_patterns,)
         self.projected_patterns = tuple(self.projected_patterns)
+        check_option_types(self)
         problems = []
         for name in ("interval", "probes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer >= 1)")
         for name, ok, allowed in (
             ("probe_eps", self.probe_eps > 0, "> 0"),
@@ -49,6 +50,9 @@ class DiZOConfig(MethodConfig):
         if not self.projected_patterns:
             problems.append("Invalid projected_patterns: empty (DiZO would project nothing)")
         for pattern in self.projected_patterns:
+            if not isinstance(pattern, str):
+                problems.append(f"Invalid projected_patterns entry {pattern!r} (must be a string)")
+                continue
             try:
                 re.compile(pattern)
             except re.error as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zotune.errors import ConfigError
-from zotune.methods.base import MethodConfig
+from zotune.methods.base import MethodConfig, check_option_types
 
 __all__ = ["LDSDConfig"]
 
@@ -19,8 +19,9 @@ class LDSDConfig(MethodConfig):
     lr_mu: float = field(default=2e-3, metadata={"help": "eta_mu: learning rate of mu (0: pure best-of-K)"})
 
     def __post_init__(self) -> None:
+        check_option_types(self)
         problems = []
-        if not isinstance(self.candidates, int) or isinstance(self.candidates, bool) or self.candidates < 1:
+        if self.candidates < 1:
             problems.append(f"Invalid candidates: {self.candidates!r} (must be an integer >= 1)")
         if not self.sigma > 0:
             problems.append(f"Invalid sigma: {self.sigma!r} (must be > 0)")
