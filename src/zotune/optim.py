@@ -21,7 +21,7 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
-from zotune.perturb import PerturbationEngine, mix_seed
+from zotune.perturb import PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.updates import UpdateContext, build_update_rule
 
 __all__ = ["ZOOptimizer"]
@@ -63,7 +63,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         weight_decay: L2 coefficient; skipped for tensors with fewer than 2 dims (biases, norms). Default 0.
         momentum: for ``update="momentum"`` (default 0.9).
         betas, adam_eps: for ``update="adam"`` (defaults (0.9, 0.999), 1e-8).
-        fuse_restore: fuse the last restore into the ``sgd`` update (default True).
+        fuse_restore: fuse the last restore into the ``sgd`` update (default True; in-place perturbation only).
+        perturbation: ``in_place`` (MeZO's: theta += eps z is written into the weights and undone), ``deferred``
+            (the weights are never written by a probe; forward hooks show each module theta + eps z while it runs,
+            so bf16/fp16 weights cannot drift; needs ``params`` to be the ``nn.Module`` the closure runs), or
+            ``auto`` (default): ``deferred`` for a module with low-precision trainable tensors, else ``in_place``.
         method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
             config that declares it (``{"sample_fraction": 0.3}`` reaches the AdaLeZO sampler).
 
@@ -92,6 +96,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
         fuse_restore: bool = True,
+        perturbation: str = "auto",
         method_options: dict[str, Any] | None = None,
     ) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
@@ -107,6 +112,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         named = _named_trainable(params)
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
+        perturbation = _perturbation_mode(perturbation, params, named)
         self.rule = build_update_rule(update, momentum=momentum, betas=betas, adam_eps=adam_eps)
         if weight_decay and not self.rule.uses_weight_decay:
             raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
@@ -123,7 +129,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         ])
         self.method = build_method(method, method_options)
         self.sampler = build_sampler(sampler, sampler_options)
-        self.engine = PerturbationEngine(named, direction=self.method.direction)
+        self.engine = PerturbationEngine(named, direction=self.method.direction,
+                                         deferred=perturbation == "deferred")
+        self.perturbation = perturbation
+        self._hooks = attach_perturbation_hooks(params, self.engine) if self.engine.deferred else []
         self.method.setup(self.engine)
         self.sampler.setup(self.engine)
         self.update_name = update
@@ -170,7 +179,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         for i in range(n):
             probe = self.method.probe(loss_fn, mix_seed(step_seed, i), group["eps"], plan)
             probes.append(probe)
-            keep_pending = i == n - 1 and self.fuse_restore and math.isfinite(probe.projected_grad)
+            keep_pending = (i == n - 1 and self.fuse_restore and not self.engine.deferred
+                            and math.isfinite(probe.projected_grad))
             if probe.restore is not None and not keep_pending:
                 self.engine.perturb(probe.restore[0], probe.restore[1], plan)
                 probe.restore = None
@@ -191,6 +201,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             )
         )
         probes[-1].restore = None
+        self._check_restored()
         self.sampler.observe(probes, plan)
         self.method.observe(probes, plan)
         method_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _METHOD_STREAM))
@@ -200,7 +211,21 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.consecutive_skips = 0
         return sum(p.loss for p in probes) / n
 
+    def _check_restored(self) -> None:
+        # Every probe must be undone before the update: a term left pending would leak into later forwards.
+        if self.engine.pending:
+            left = {self.engine.blocks[b].name: terms for b, terms in list(self.engine.pending.items())[:3]}
+            self.engine.pending.clear()
+            raise StateError(f"Method {self.method.config.method!r} left perturbations pending: {left}")
+
+    def remove_hooks(self) -> None:
+        """Detach the deferred-perturbation hooks from the model (the optimizer cannot step afterwards)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
     def _skip(self, probes: list[Probe]) -> float:
+        self._check_restored()
         self.consecutive_skips += 1
         self.step_count += 1
         self.last_probes = probes
@@ -252,6 +277,22 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.consecutive_skips = int(zo["consecutive_skips"])
         self.method.load_state_dict(zo["method_state"])
         self.sampler.load_state_dict(zo["sampler_state"])
+
+
+_PERTURBATIONS = ("auto", "in_place", "deferred")
+
+
+def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:
+    if mode not in _PERTURBATIONS:
+        raise ConfigError(f"Invalid perturbation: {mode!r} (one of {', '.join(_PERTURBATIONS)})")
+    is_module = isinstance(params, nn.Module)
+    if mode == "deferred" and not is_module:
+        raise ConfigError("perturbation='deferred' needs the model (an nn.Module) as params: it works through "
+                          "the modules' forward hooks")
+    if mode == "auto":
+        low_precision = any(p.dtype != torch.float32 for _, p in named)
+        return "deferred" if is_module and low_precision else "in_place"
+    return mode
 
 
 def _named_trainable(params: Any) -> list[tuple[str, torch.Tensor]]:

@@ -1,7 +1,8 @@
-"""Seeded, in-place parameter perturbation: the substrate every ZO method shares."""
+"""Seeded parameter perturbation (in place or deferred to forward hooks): the substrate every ZO method shares."""
 
 from zotune.perturb.engine import Block, DirectionFn, PerturbationEngine, StepPlan, gaussian_direction
 from zotune.perturb.functional import add_noise, mix_seed
+from zotune.perturb.hooks import attach_perturbation_hooks
 
 __all__ = [
     "Block",
@@ -10,5 +11,6 @@ __all__ = [
     "StepPlan",
     "gaussian_direction",
     "add_noise",
+    "attach_perturbation_hooks",
     "mix_seed",
 ]

@@ -3,6 +3,15 @@
 A *block* is one named parameter tensor. Its noise for a direction seed ``s`` is regenerated on demand from a
 ``torch.Generator`` seeded with ``mix_seed(s, block.index)``, so any subset of blocks can be perturbed, restored
 and updated independently, and no noise tensor is ever stored: memory is one block-sized scratch buffer.
+
+Two ways to perturb:
+
+- *in place* (MeZO's): ``theta += c z`` is written into the weights, and undone by ``theta -= c z``. In fp32 the
+  undo is exact to rounding; in bf16/fp16 every +/- rounds to a coarse grid and the weights drift.
+- *deferred*: ``perturb`` only records the pending ``(seed, coef)`` terms per block; ``perturbed(block)`` builds
+  ``theta + sum c z`` in a temporary when a forward pass needs it (``perturb/hooks.py`` swaps it in for the
+  owning module's forward). The weights themselves are only written by updates, so perturbation cannot drift
+  them in any dtype, at the cost of one block-sized temporary during each module's forward.
 """
 
 from __future__ import annotations
@@ -68,12 +77,15 @@ class PerturbationEngine:
     Args:
         named_params: ``(name, tensor)`` pairs, in the order that defines block indices.
         direction: how a direction is drawn (default Gaussian); methods may supply their own.
+        deferred: record perturbations instead of writing them into the weights (see the module docstring).
     """
 
     def __init__(
         self,
         named_params: Iterable[tuple[str, torch.Tensor]],
         direction: DirectionFn = gaussian_direction,
+        *,
+        deferred: bool = False,
     ) -> None:
         self.blocks = [
             Block(i, name, p, decay=p.dim() >= 2) for i, (name, p) in enumerate(named_params)
@@ -82,6 +94,12 @@ class PerturbationEngine:
         self._generator = torch.Generator(device="cpu")
         largest = max((b.param.numel() for b in self.blocks), default=0)
         self._scratch = torch.empty(largest, dtype=torch.float32)
+        # Deferred mode: block index -> {seed: coef} still to be added to theta for a forward pass.
+        self.pending: dict[int, dict[int, float]] | None = {} if deferred else None
+
+    @property
+    def deferred(self) -> bool:
+        return self.pending is not None
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -100,9 +118,33 @@ class PerturbationEngine:
         return z.to(block.param.device) if z.device != block.param.device else z
 
     def perturb(self, seed: int, scale: float, plan: StepPlan) -> None:
-        """theta_b <- theta_b + scale * s_b * z_b for every block b in ``plan``."""
+        """theta_b <- theta_b + scale * s_b * z_b for every block b in ``plan`` (recorded only, when deferred)."""
         for b, block_scale, _ in plan:
-            self.add_combination(self.blocks[b], [(seed, scale * block_scale)])
+            if self.pending is None:
+                self.add_combination(self.blocks[b], [(seed, scale * block_scale)])
+                continue
+            terms = self.pending.setdefault(b, {})
+            # +eps, -2 eps, +eps (and LDSD's +eps, -eps) cancel exactly in float64: scaling by 2 is exact.
+            coef = terms.get(seed, 0.0) + scale * block_scale
+            if coef == 0.0:
+                terms.pop(seed, None)
+                if not terms:
+                    del self.pending[b]
+            else:
+                terms[seed] = coef
+
+    def perturbed(self, block: Block) -> torch.Tensor | None:
+        """theta + (pending terms) as a new tensor of the parameter's dtype, or None when nothing is pending.
+
+        Arithmetic is float32 with one rounding, as for in-place updates.
+        """
+        terms = self.pending.get(block.index) if self.pending else None
+        if not terms:
+            return None
+        out = block.param.detach().to(torch.float32, copy=True)
+        for seed, coef in terms.items():
+            out.add_(self.noise(seed, block), alpha=coef)
+        return out.to(block.param.dtype)
 
     def add_combination(
         self, block: Block, terms: Sequence[tuple[int, float]], *, decay: float = 1.0
