@@ -131,7 +131,6 @@ def _write(path, text):
     ("bad_option", "Invalid --option 'rho' (expected KEY=VALUE)"),
     ("unknown_yaml_key", "Unknown config key(s) ['learning_rate']"),
     ("missing_config", "Cannot read config file"),
-    ("resume_without_checkpoint", "No checkpoint to resume from"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir, tiny_data_dir, tmp_path,
                                                    capsys):
@@ -165,8 +164,6 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir,
         extra = ["--config", str(_write(tmp_path / "c.yaml", "learning_rate: 0.1\n"))]
     elif case == "missing_config":
         extra = ["--config", str(tmp_path / "none.yaml")]
-    elif case == "resume_without_checkpoint":
-        extra = ["--resume"]
     args = _train_args(model, data, tmp_path / "out", *extra)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

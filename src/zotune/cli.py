@@ -1,4 +1,4 @@
-"""The ``zotune`` command line: ``train``, ``eval`` and ``list``.
+"""The ``zotune`` command line: ``train``, ``eval``, ``replay`` and ``list``.
 
 The only module that prints, reads the environment for logging, or seeds the process. Every ``ZotuneError``
 becomes one line on stderr and exit code 2.
@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from zotune.errors import ConfigError, ZotuneError, ZotuneWarning
+from zotune.errors import ConfigError, Interrupted, ZotuneError, ZotuneWarning
 
 __all__ = ["main", "build_parser"]
 
@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-length", type=int, default=256)
     ev.add_argument("--dtype", default="float32")
 
+    rp = sub.add_parser("replay", help="rebuild fine-tuned weights from the base model and a run's seed log "
+                                       "(no forward pass)")
+    rp.add_argument("--log", required=True, help="the run's seeds.jsonl")
+    rp.add_argument("--base", help="the base model (default: the one named in the log)")
+    rp.add_argument("--out", required=True, help="folder for the rebuilt model (a loadable HF folder)")
+    rp.add_argument("--steps", type=int, help="replay only the first STEPS steps (e.g. the best-dev step)")
+    rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     sub.add_parser("list", help="list methods, update rules, tasks and built-in assets")
     return parser
 
@@ -153,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
-    from zotune.assets import load_model
+    from zotune.assets import fit_to_context, load_model
     from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
 
@@ -169,10 +177,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
-    metrics = evaluate(model, encode(task, rows, tokenizer, max_length=args.max_length),
+    metrics = evaluate(model, encode(task, rows, tokenizer, max_length=fit_to_context(model, args.max_length)),
                        tokenizer.pad_token_id, batch_size=args.batch_size)
     print(f"{args.task} {args.split} ({len(rows)} examples): " +
           ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm.auto import tqdm
+
+    from zotune.assets import load_model
+    from zotune.durable import check_writable, replace_folder
+    from zotune.replay import replay
+    from zotune.seedlog import read_seed_log
+
+    log = read_seed_log(args.log)
+    check_writable(args.out)
+    base = args.base or log.header["model"]
+    model, tokenizer = load_model(base, dtype=log.header["dtype"])
+    total = len(log.steps) if args.steps is None else args.steps
+    start = time.perf_counter()
+    with tqdm(total=total, disable=not args.progress, desc="replay", unit="step", dynamic_ncols=True) as bar:
+        result = replay(log, model, steps=args.steps, progress=lambda done: bar.update(1))
+    seconds = time.perf_counter() - start
+    replace_folder(args.out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    print(f"Replayed {result.steps} steps of {log.path} onto {base} in {seconds:.1f} s "
+          f"({log.path.stat().st_size / 1024:.1f} KiB log); model saved in {args.out}")
+    if result.matches_log is None:
+        print(f"  sha256 {result.sha256} (the log has no final hash for {result.steps} steps to compare with)")
+    elif result.matches_log:
+        print(f"  sha256 {result.sha256}: bitwise equal to the trained weights")
+    else:
+        raise ZotuneError(f"The replayed weights differ from the trained ones (sha256 {result.sha256[:12]}... != "
+                          f"{log.end['sha256'][:12]}...): this machine's float kernels differ from the training one's")
     return 0
 
 
@@ -208,18 +248,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list}[args.command]
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "list": _cmd_list}[args.command]
         return handler(args)
     except ZotuneError as exc:
         print(f"zotune: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("zotune: interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(f"zotune: stopped: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except BrokenPipeError:
         # The reader went away (`zotune list | head`): stop quietly, and keep the exit flush from failing too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a full disk, a read-only folder, ...: files already written are left whole
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"zotune: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zotune: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ __all__ = [
     "StateError",
     "NonFiniteLossError",
     "ZotuneWarning",
+    "Interrupted",
 ]
 
 
@@ -56,3 +57,14 @@ class NonFiniteLossError(ZotuneError, FloatingPointError):
 
 class ZotuneWarning(UserWarning):
     """Soft problems: skipped steps, ignored options, biased settings."""
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint; ``--resume`` continues it.
+
+    Not a ``ZotuneError``: the CLI exits with 128 + the signal number, as shells expect.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,11 +25,36 @@ from zotune.methods import (
 from zotune.perturb import PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.updates import UpdateContext, build_update_rule
 
-__all__ = ["ZOOptimizer"]
+__all__ = ["ZOOptimizer", "StepRecord"]
 
 # Stream ids for the sampler's and the method's own draws in a step, distinct from direction indices 0..n-1.
 _PLAN_STREAM = 1 << 32
 _METHOD_STREAM = (1 << 32) + 1
+
+
+@dataclass
+class StepRecord:
+    """What one step consumed and decided: enough, with the optimizer's settings, to replay its update.
+
+    Attributes:
+        step: the step's index (``step_count`` before it).
+        seed: the 63-bit step seed every direction was derived from.
+        lr: the learning rate the step used.
+        losses: every loss value the step consumed, in call order (probes, then any the update rule or the
+            method evaluated, fresh batches included). Replaying feeds these back instead of running forwards.
+        grads: the projected gradient of each direction.
+        plan: the blocks updated, with their update weights, when a sampler chose a subset (None: every block,
+            weight 1).
+        skipped: the step was skipped because a loss was not finite.
+    """
+
+    step: int
+    seed: int
+    lr: float
+    losses: list[float] = field(default_factory=list)
+    grads: list[float] = field(default_factory=list)
+    plan: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+    skipped: bool = False
 
 
 class ZOOptimizer(torch.optim.Optimizer):
@@ -143,6 +169,15 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.forward_passes = 0
         self.consecutive_skips = 0
         self.last_probes: list[Probe] = []
+        self.last_record: StepRecord | None = None
+        # The constructor's arguments with every default resolved: the seed log stores them to rebuild this
+        # optimizer for a replay.
+        self.hparams: dict[str, Any] = dict(
+            method=self.method.config.method, sampler=self.sampler.config.sampler, lr=lr, eps=eps, seed=seed,
+            update=update, n_directions=n_directions, weight_decay=weight_decay, momentum=momentum,
+            betas=list(betas), adam_eps=adam_eps, fuse_restore=fuse_restore, perturbation=perturbation,
+            method_options={**_options_of(self.method.config, "method"), **_options_of(self.sampler.config, "sampler")},
+        )
 
     @property
     def block_names(self) -> list[str]:
@@ -169,8 +204,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise ConfigError("ZOOptimizer.step needs a closure that returns the loss")
         group = self.param_groups[0]
-        loss_fn = self._counting(closure)
         step_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
+        record = self.last_record = StepRecord(self.step_count, step_seed, float(group["lr"]))
+        loss_fn = self._counting(closure)
         plan_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _PLAN_STREAM))
         plan = self.sampler.plan(self.step_count, plan_generator)
         plan = self.method.plan(self.step_count, plan_generator, plan)
@@ -188,6 +224,9 @@ class ZOOptimizer(torch.optim.Optimizer):
                 return self._skip(probes)
         self.last_probes = probes
         plan = self.sampler.reweight(probes, plan)
+        record.grads = [p.projected_grad for p in probes]
+        if plan.blocks != tuple(range(len(self.engine))) or any(w != 1.0 for w in plan.weights):
+            record.plan = (plan.blocks, plan.weights)
         self.rule.update(
             UpdateContext(
                 engine=self.engine,
@@ -229,6 +268,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.consecutive_skips += 1
         self.step_count += 1
         self.last_probes = probes
+        self.last_record.grads = [p.projected_grad for p in probes]
+        self.last_record.skipped = True
         warnings.warn(
             f"Non-finite loss at step {self.step_count - 1} "
             f"(losses {[p.losses for p in probes]}); the step was skipped and the weights restored",
@@ -241,7 +282,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         def loss_fn() -> float:
             self.forward_passes += 1
             loss = closure()
-            return float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+            value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+            if self.last_record is not None:
+                self.last_record.losses.append(value)
+            return value
 
         return loss_fn
 
@@ -280,6 +324,12 @@ class ZOOptimizer(torch.optim.Optimizer):
 
 
 _PERTURBATIONS = ("auto", "in_place", "deferred")
+
+
+def _options_of(config: Any, name_key: str) -> dict[str, Any]:
+    options = config.to_dict()
+    options.pop(name_key, None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:

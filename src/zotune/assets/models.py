@@ -8,14 +8,15 @@ tens of seconds; loading the converted folder about one).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
 
 from zotune.assets.cache import PackagedFile, building, zotune_home
-from zotune.errors import AssetError
+from zotune.errors import AssetError, ZotuneWarning
 
-__all__ = ["BUILTIN_MODELS", "resolve_model_path", "load_model"]
+__all__ = ["BUILTIN_MODELS", "resolve_model_path", "load_model", "fit_to_context"]
 
 
 BUILTIN_MODELS: dict[str, PackagedFile] = {
@@ -114,3 +115,14 @@ def load_model(spec: str, *, dtype: str = "float32"):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def fit_to_context(model, max_length: int) -> int:
+    """``max_length`` capped at the model's context (``max_position_embeddings``), with a warning when capped:
+    prompts longer than the result are cut from the left."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context and max_length > context:
+        warnings.warn(f"max_length {max_length} exceeds the model's context of {context} tokens; using {context}",
+                      ZotuneWarning, stacklevel=2)
+        return context
+    return max_length

@@ -54,6 +54,9 @@ def encode(task: Task, rows: Sequence[dict], tokenizer, *, max_length: int = 512
             cands.append(cache[text])
         prompt = tuple(tokenizer(prompt_text)["input_ids"])
         budget = max_length - max(len(c) for c in cands)
+        if budget < 1:
+            raise DataError(f"{task.name}: row {i + 1}: a candidate of {max(len(c) for c in cands)} tokens leaves "
+                            f"no room for the prompt in max_length {max_length}")
         out.append(Encoded(prompt[-budget:] if len(prompt) > budget else prompt, tuple(cands), label))
     return out
 

@@ -1,22 +1,23 @@
 """Checkpoints: trainable weights (safetensors), optimizer state (tensors only) and loop state (JSON).
 
-A checkpoint folder is written beside its final place and renamed over it, so a crash mid-save leaves the
-previous checkpoint intact. Nothing is pickled: the optimizer file loads with ``weights_only=True``.
+A checkpoint folder is written beside its final place, fsynced and renamed over it (``zotune.durable``), so a
+process killed at any moment leaves the previous checkpoint or the new one, whole. Nothing is pickled: the
+optimizer file loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from zotune.durable import previous_folder, replace_folder
 from zotune.errors import StateError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "trainable_state", "load_trainable_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "trainable_state", "load_trainable_state"]
 
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -44,19 +45,18 @@ def load_trainable_state(model: torch.nn.Module, weights: dict[str, torch.Tensor
 
 
 def save_checkpoint(folder: str | Path, model, optimizer, loop_state: dict[str, Any]) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / WEIGHTS))
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    (tmp / LOOP).write_text(json.dumps(loop_state, indent=1), encoding="utf-8")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+        (tmp / LOOP).write_text(json.dumps(loop_state, indent=1), encoding="utf-8")
+
+    replace_folder(folder, write)
+
+
+def find_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``folder``, or the previous one a crash mid-save left beside it."""
+    found = previous_folder(folder)
+    return found if found is not None and (found / LOOP).is_file() else None
 
 
 def load_checkpoint(folder: str | Path, model, optimizer) -> dict[str, Any]:
@@ -65,9 +65,10 @@ def load_checkpoint(folder: str | Path, model, optimizer) -> dict[str, Any]:
     Raises:
         StateError: the folder is missing, incomplete, corrupt, or does not fit the model/optimizer.
     """
-    folder = Path(folder)
-    if not (folder / LOOP).is_file():
+    found = find_checkpoint(folder)
+    if found is None:
         raise StateError(f"No checkpoint to resume from in {folder}")
+    folder = found
     try:
         load_trainable_state(model, load_file(str(folder / WEIGHTS)))
         optimizer.load_state_dict(torch.load(folder / OPTIMIZER, weights_only=True))
@@ -75,4 +76,5 @@ def load_checkpoint(folder: str | Path, model, optimizer) -> dict[str, Any]:
     except StateError:
         raise
     except Exception as exc:
-        raise StateError(f"Corrupt checkpoint in {folder}: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StateError(f"Corrupt checkpoint in {folder}: {reason}") from exc

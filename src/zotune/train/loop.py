@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from zotune.assets import load_model
-from zotune.errors import NonFiniteLossError
+from zotune.assets import fit_to_context, load_model
+from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
+from zotune.errors import Interrupted, NonFiniteLossError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import ZOOptimizer
 from zotune.perturb import mix_seed
+from zotune.seedlog import SeedLogWriter
 from zotune.tasks import (
     TASKS,
     candidate_scores,
@@ -27,10 +31,17 @@ from zotune.tasks import (
     load_splits,
     sample_mezo,
 )
-from zotune.train.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from zotune.train.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_trainable_state,
+    save_checkpoint,
+    trainable_state,
+)
 from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl
 from zotune.train.plots import plot_layer_draws, plot_training
+from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
 __all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices"]
@@ -78,35 +89,48 @@ def _truncate_log(path: Path, step: int) -> None:
     that the resumed run will log again)."""
     if path.exists():
         kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "final"]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
     Evaluates before training (zero-shot) on dev and eval, on dev every ``eval_steps``, keeps the best-dev
-    weights, and reports their accuracy on the eval set. Writes ``metrics.jsonl``, ``loss.png``,
-    ``summary.json``, ``checkpoint/`` (for ``--resume``) and ``best/`` (a loadable HF folder).
+    weights, and reports their accuracy on the eval set. Writes ``metrics.jsonl``, ``seeds.jsonl`` (the seed log
+    that ``zotune replay`` rebuilds the weights from), ``loss.png``, ``summary.json``, ``checkpoint/`` (for
+    ``--resume``) and ``best/`` (a loadable HF folder). Every file and folder is replaced atomically, so a run
+    killed at any moment resumes from its last checkpoint. SIGINT/SIGTERM save a checkpoint at the end of the
+    current step and raise ``Interrupted``.
 
     Raises:
         ZotuneError: bad configuration, data or model; NonFiniteLossError after repeated non-finite losses.
+        Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    resume = config.resume
+    if resume and find_checkpoint(out / "checkpoint") is None:
+        warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
+                      stacklevel=2)
+        resume = False
     if config.threads:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
     # Fail on a bad name before the slow model load.
     METHODS.get(config.method), UPDATES.get(config.update), config.sampler and SAMPLERS.get(config.sampler)
     model, tokenizer = load_model(config.model, dtype=config.dtype)
+    max_length = fit_to_context(model, config.max_length)
     data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
                        num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
-    train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=config.max_length)
+    train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=max_length)
                                  for rows in (data.train, data.dev, data.eval))
     pad_id = tokenizer.pad_token_id
     optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
                             update=config.update, sampler=config.sampler, n_directions=config.n_directions,
                             weight_decay=config.weight_decay, method_options=config.method_options)
+
+    def save_best() -> None:
+        replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
     def batch_closure(indices: list[int]):
         batch = [train_ex[i] for i in indices]
@@ -122,83 +146,111 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     result = TrainResult(output_dir=str(out))
     loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
                                   "train_seconds": 0.0}
-    if config.resume:
+    seed_log_path = out / "seeds.jsonl"
+    if resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         result.zero_shot = loop_state.get("zero_shot", {})
         _truncate_log(out / "metrics.jsonl", loop_state["step"])
-    logger = JsonlLogger(out / "metrics.jsonl", append=config.resume)
-    try:
-        if not config.resume:
-            result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex, "dev zero-shot").items()}
-            result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex, "held-out zero-shot").items()})
-            logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
-            loop_state["zero_shot"] = result.zero_shot
-            loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
-            loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
-            if config.save_best:
-                model.save_pretrained(out / "best")
-                tokenizer.save_pretrained(out / "best")
-        start = loop_state["step"]
-        bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-                   desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
-        clock = time.perf_counter()
-        for step in bar:
-            closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
-            loss = optimizer.step(closure, fresh_closure=lambda j, step=step: batch_closure(
-                fresh_batch_indices(step, j, len(train_ex), config.batch_size, config.seed)))
-            if optimizer.consecutive_skips >= config.max_nonfinite:
-                raise NonFiniteLossError(
-                    f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
-                    f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
-            done = step + 1
-            for event in optimizer.method.report():  # e.g. DiZO's projection rounds
-                logger.log({"kind": "method", "step": done, **event})
-            if done % config.log_steps == 0:
-                logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                            "projected_grad": optimizer.last_probes[0].projected_grad,
-                            "forward_passes": optimizer.forward_passes,
-                            "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
-                            **optimizer.sampler.metrics(), **optimizer.method.metrics()})
-            if math.isfinite(loss):
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if done % config.eval_steps == 0 or done == config.steps:
-                loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
-                dev = score(dev_ex, "dev")
-                if dev:
-                    logger.log({"kind": "dev", "step": done, **dev})
-                sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
-                if sampled:
-                    logger.log({"kind": "sampler", "step": done, **sampled})
-                # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
-                if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
-                    loop_state.update(best_dev=dev["accuracy"], best_dev_loss=dev["loss"], best_step=done)
-                    if config.save_best:
-                        model.save_pretrained(out / "best")
-                loop_state["step"] = done
-                save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
-                clock = time.perf_counter()
-        bar.close()
-        result.steps = loop_state["step"]
-        result.forward_passes = optimizer.forward_passes
-        result.train_seconds = loop_state["train_seconds"]
-        result.best_dev_accuracy = loop_state["best_dev"]
-        result.best_step = loop_state["best_step"]
-        # Report the best-dev weights on the held-out set (MeZO's protocol).
-        if config.save_best and (out / "best").exists():
-            from safetensors.torch import load_file
+        if not seed_log_path.exists():
+            warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
+                          stacklevel=2)
+        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=config.model, dtype=config.dtype,
+                                 resume_at=loop_state["step"]) if seed_log_path.exists() else None
+    else:
+        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=config.model, dtype=config.dtype)
+    logger = JsonlLogger(out / "metrics.jsonl", append=resume)
 
-            best = load_file(str(out / "best" / "model.safetensors"))
-            load_trainable_state(model, {k: best[k] for k in trainable_state(model)})
-        result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
-        logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
-    finally:
-        logger.close()
+    def checkpoint(done: int) -> None:
+        loop_state["step"] = done
+        if seed_log:
+            seed_log.sync()  # the log must hold every step the checkpoint contains
+        save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
+    with StopRequests() as stop:
+        try:
+            if not resume:
+                result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex, "dev zero-shot").items()}
+                result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex, "held-out zero-shot").items()})
+                logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
+                loop_state["zero_shot"] = result.zero_shot
+                loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
+                loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
+                if config.save_best:
+                    save_best()
+            start = loop_state["step"]
+            bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
+                       desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
+            clock = time.perf_counter()
+            for step in bar:
+                closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
+                loss = optimizer.step(closure, fresh_closure=lambda j, step=step: batch_closure(
+                    fresh_batch_indices(step, j, len(train_ex), config.batch_size, config.seed)))
+                if optimizer.consecutive_skips >= config.max_nonfinite:
+                    raise NonFiniteLossError(
+                        f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
+                        f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
+                if seed_log:
+                    seed_log.append(optimizer.last_record)
+                done = step + 1
+                for event in optimizer.method.report():  # e.g. DiZO's projection rounds
+                    logger.log({"kind": "method", "step": done, **event})
+                if done % config.log_steps == 0:
+                    logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                                "projected_grad": optimizer.last_probes[0].projected_grad,
+                                "forward_passes": optimizer.forward_passes,
+                                "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
+                                **optimizer.sampler.metrics(), **optimizer.method.metrics()})
+                if math.isfinite(loss):
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if done % config.eval_steps == 0 or done == config.steps:
+                    loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
+                    dev = score(dev_ex, "dev")
+                    if dev:
+                        logger.log({"kind": "dev", "step": done, **dev})
+                    sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
+                    if sampled:
+                        logger.log({"kind": "sampler", "step": done, **sampled})
+                    # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
+                    if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
+                        loop_state.update(best_dev=dev["accuracy"], best_dev_loss=dev["loss"], best_step=done)
+                        if config.save_best:
+                            save_best()
+                    checkpoint(done)
+                    clock = time.perf_counter()
+                elif stop.signum is not None:
+                    loop_state["train_seconds"] += time.perf_counter() - clock
+                    checkpoint(done)
+                if stop.signum is not None:  # SIGINT/SIGTERM: the checkpoint above holds this step
+                    bar.close()
+                    raise Interrupted(f"{signal.Signals(stop.signum).name} at step {done}: checkpoint saved in "
+                                      f"{out / 'checkpoint'}; continue with --resume", stop.signum)
+            bar.close()
+            if seed_log:
+                seed_log.finish(loop_state["step"])
+            result.steps = loop_state["step"]
+            result.forward_passes = optimizer.forward_passes
+            result.train_seconds = loop_state["train_seconds"]
+            result.best_dev_accuracy = loop_state["best_dev"]
+            result.best_step = loop_state["best_step"]
+            # Report the best-dev weights on the held-out set (MeZO's protocol).
+            if config.save_best and (out / "best").exists():
+                from safetensors.torch import load_file
+
+                best = load_file(str(out / "best" / "model.safetensors"))
+                load_trainable_state(model, {k: best[k] for k in trainable_state(model)})
+            result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
+            logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
+        finally:
+            logger.close()
+            if seed_log:
+                seed_log.close()
     records = read_jsonl(out / "metrics.jsonl")
-    plot_training(records, out / "loss.png", title=f"{config.method} on {config.task} ({config.model})")
+    atomic_write(out / "loss.png", lambda tmp: plot_training(
+        records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
     result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
-                    "checkpoint": str(out / "checkpoint"), "best": str(out / "best")}
+                    "checkpoint": str(out / "checkpoint"), "best": str(out / "best"), "seed_log": str(seed_log_path)}
     if any(r.get("kind") == "sampler" and "draws" in r for r in records):
-        result.files["layers"] = str(plot_layer_draws(records, out / "layers.png",
-                                                      title=f"{optimizer.sampler.config.sampler} layer draws"))
-    (out / "summary.json").write_text(json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
+        atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
+            records, tmp, title=f"{optimizer.sampler.config.sampler} layer draws"))
+        result.files["layers"] = str(out / "layers.png")
+    atomic_write_text(out / "summary.json", json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
     return result

@@ -1,0 +1,173 @@
+"""The seed log: a run's updates as seeds and scalars, enough to rebuild its weights from the base model.
+
+A JSON-lines file. The first line is a header (the optimizer's settings, the model, and a SHA-256 of the base
+weights); then one line per step with the step seed, the learning rate, every loss value the step consumed, the
+projected gradients, and the sampler's choice of blocks when it chose a subset; and, when the run ends, a line
+with the SHA-256 of the final weights. Floats are written with ``repr`` precision, so they read back exactly.
+
+Every method replays from it, because a ZO step's arithmetic is a pure function of the settings, the step seed
+and the loss values: AdaLeZO's draws, DiZO's projection ratios and LDSD's policy are recomputed from the logged
+losses (see ``zotune.replay``). Lines are flushed as they are written and fsynced at checkpoints; a line torn by
+a crash is the last one and is ignored when read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zotune.durable import atomic_write_text
+from zotune.errors import StateError, ZotuneWarning
+from zotune.optim import StepRecord, ZOOptimizer
+
+__all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "FORMAT"]
+
+FORMAT = "zotune-seed-log"
+VERSION = 1
+
+
+def weights_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of tensors, in order: equal iff bitwise equal."""
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _step_line(record: StepRecord) -> dict[str, Any]:
+    line: dict[str, Any] = {"step": record.step, "seed": record.seed, "lr": record.lr, "losses": record.losses,
+                            "grads": record.grads}
+    if record.plan is not None:
+        line["blocks"], line["weights"] = list(record.plan[0]), list(record.plan[1])
+    if record.skipped:
+        line["skipped"] = True
+    return line
+
+
+class SeedLogWriter:
+    """Appends a run's steps to a seed log.
+
+    Args:
+        path: the log file.
+        optimizer: the run's optimizer (its settings go in the header).
+        model: the model being trained (hashed for the header and at the end).
+        model_name: how to load the base model again (a built-in name, folder or hub id).
+        dtype: the dtype the model was loaded in.
+        resume_at: continue an existing log: keep its header and its steps before this index, drop the rest
+            (written after the checkpoint the run resumes from). None starts a new log.
+    """
+
+    def __init__(self, path: str | Path, optimizer: ZOOptimizer, model: torch.nn.Module, *, model_name: str,
+                 dtype: str, resume_at: int | None = None) -> None:
+        self.path = Path(path)
+        self.model = model
+        if resume_at is None:
+            header = {"format": FORMAT, "version": VERSION, "model": model_name, "dtype": dtype,
+                      "optimizer": optimizer.hparams, "base_sha256": weights_sha256(_trainable(model))}
+            atomic_write_text(self.path, json.dumps(header) + "\n")
+        else:
+            log = read_seed_log(self.path)
+            kept = [log.header] + [_step_line(r) for r in log.steps if r.step < resume_at]
+            atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: StepRecord) -> None:
+        self._fh.write(json.dumps(_step_line(record)) + "\n")
+        self._fh.flush()
+
+    def sync(self) -> None:
+        """Make the lines written so far durable (called at each checkpoint)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def finish(self, steps: int) -> None:
+        """Write the end line with the hash of the weights after ``steps`` steps, and close."""
+        self._fh.write(json.dumps({"end": True, "steps": steps, "sha256": weights_sha256(_trainable(self.model))})
+                       + "\n")
+        self.sync()
+        self._fh.close()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+@dataclass
+class SeedLog:
+    """A seed log read back: the header, the steps in order, and the end line if the run finished."""
+
+    path: Path
+    header: dict[str, Any]
+    steps: list[StepRecord] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+
+    @property
+    def bytes_per_step(self) -> float:
+        return self.path.stat().st_size / max(len(self.steps), 1)
+
+
+def _record(line: dict[str, Any]) -> StepRecord:
+    plan = (tuple(line["blocks"]), tuple(line["weights"])) if "blocks" in line else None
+    return StepRecord(step=int(line["step"]), seed=int(line["seed"]), lr=float(line["lr"]),
+                      losses=[float(x) for x in line["losses"]], grads=[float(x) for x in line["grads"]],
+                      plan=plan, skipped=bool(line.get("skipped", False)))
+
+
+def read_seed_log(path: str | Path) -> SeedLog:
+    """Read and check a seed log.
+
+    Raises:
+        StateError: the file is missing, not a seed log, or corrupt before its last line.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise StateError(f"Cannot read seed log {path}: {exc.strerror}") from exc
+    lines = raw.split(b"\n")
+    torn = lines.pop()  # the text after the last newline: empty, or a line a crash cut short
+    if torn.strip():
+        warnings.warn(f"{path}: ignoring an incomplete last line (the run was interrupted while writing it)",
+                      ZotuneWarning, stacklevel=2)
+    parsed = []
+    for lineno, line in enumerate(lines, 1):
+        try:
+            parsed.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StateError(f"{path}:{lineno}: corrupt seed log line ({type(exc).__name__})") from exc
+    if not parsed or not isinstance(parsed[0], dict) or parsed[0].get("format") != FORMAT:
+        raise StateError(f"{path} is not a zotune seed log (no header line)")
+    header = parsed[0]
+    if header.get("version") != VERSION:
+        raise StateError(f"{path}: seed log version {header.get('version')} is not supported (this zotune "
+                         f"reads version {VERSION})")
+    log = SeedLog(path, header)
+    for lineno, line in enumerate(parsed[1:], 2):
+        if log.end is not None:
+            raise StateError(f"{path}:{lineno}: lines after the end line")
+        try:
+            if line.get("end"):
+                log.end = line
+                continue
+            record = _record(line)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"{path}:{lineno}: corrupt seed log line (bad or missing {exc})") from exc
+        if record.step != len(log.steps):
+            raise StateError(f"{path}:{lineno}: step {record.step} where step {len(log.steps)} was expected")
+        log.steps.append(record)
+    return log

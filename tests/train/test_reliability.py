@@ -1,0 +1,196 @@
+"""Seed log and replay, crash safety (real SIGKILL/SIGTERM of a child process), and signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zotune.cli import main
+from zotune.errors import StateError
+from zotune.replay import replay
+from zotune.seedlog import read_seed_log, weights_sha256
+from zotune.train.config import TrainConfig
+from zotune.train.loop import train
+
+
+def _config(model_dir, data_dir, out, **overrides):
+    values = dict(model=str(model_dir), data_dir=str(data_dir), output_dir=str(out), steps=6, lr=2e-3, eps=1e-2,
+                  batch_size=8, num_train=48, num_dev=16, num_eval=24, eval_steps=3, eval_batch_size=16,
+                  max_length=128)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _final_weights(out):
+    return load_file(str(out / "checkpoint" / "weights.safetensors"))
+
+
+def _base_model(model_dir, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+
+
+REPLAYED = [
+    ("mezo", {}, "sgd", 1),
+    ("mezo", {}, "adam", 2),
+    ("mezo", {}, "cons", 1),
+    ("adalezo", {}, "sgd", 1),
+    ("dizo", {"interval": 2, "probes": 2}, "sgd", 1),
+    ("ldsd", {"candidates": 3, "lr_mu": 1e-2}, "sgd", 1),
+]
+
+
+@pytest.mark.parametrize("method,options,update,n", REPLAYED, ids=[f"{m}-{u}-n{n}" for m, _, u, n in REPLAYED])
+def test_replay_rebuilds_the_trained_weights_bitwise(method, options, update, n, tiny_model_dir, tiny_data_dir,
+                                                     tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, method=method, method_options=options, update=update,
+                  n_directions=n), progress=False)
+    trained = _final_weights(tmp_path)
+    log = read_seed_log(tmp_path / "seeds.jsonl")
+    assert len(log.steps) == 6 and log.end["steps"] == 6
+    model = _base_model(tiny_model_dir)
+    result = replay(log, model)
+    assert result.matches_log is True
+    for name, param in model.named_parameters():
+        assert torch.equal(param, trained[name]), name
+
+
+def test_replay_in_bf16_with_deferred_perturbation(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, dtype="bfloat16"), progress=False)
+    log = read_seed_log(tmp_path / "seeds.jsonl")
+    assert log.header["optimizer"]["perturbation"] == "deferred"
+    model = _base_model(tiny_model_dir, torch.bfloat16)
+    assert replay(log, model).matches_log is True
+
+
+def test_the_seed_log_records_adalezo_draws_and_replays_a_prefix(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, method="adalezo"), progress=False)
+    log = read_seed_log(tmp_path / "seeds.jsonl")
+    assert all(r.plan is not None and len(r.plan[0]) == len(r.plan[1]) for r in log.steps)
+    model = _base_model(tiny_model_dir)
+    result = replay(log, model, steps=3)
+    assert result.steps == 3 and result.matches_log is None
+    # The checkpoint at step 3 was overwritten; replaying 3 then 6 steps must differ.
+    assert result.sha256 != log.end["sha256"]
+
+
+def test_replay_refuses_another_base_model_and_a_log_that_does_not_fit(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=3), progress=False)
+    log = read_seed_log(tmp_path / "seeds.jsonl")
+    other = _base_model(tiny_model_dir)
+    with torch.no_grad():
+        other.model.norm.weight.add_(1.0)
+    with pytest.raises(StateError, match="base model's weights differ"):
+        replay(log, other)
+    log.steps[1].seed += 1
+    with pytest.raises(StateError, match="step 1 does not replay"):
+        replay(log, _base_model(tiny_model_dir))
+
+
+def test_a_seed_log_is_small(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=30, eval_steps=30), progress=False)
+    log = read_seed_log(tmp_path / "seeds.jsonl")
+    assert log.bytes_per_step < 200  # seed, lr, two losses, one gradient
+
+
+def test_zotune_replay_cli_writes_a_loadable_model_equal_to_the_trained_one(tiny_model_dir, tiny_data_dir,
+                                                                           tmp_path, capsys):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "run"), progress=False)
+    code = main(["replay", "--log", str(tmp_path / "run" / "seeds.jsonl"), "--out", str(tmp_path / "rebuilt"),
+                 "--no-progress"])
+    assert code == 0
+    assert "bitwise equal to the trained weights" in capsys.readouterr().out
+    rebuilt = _base_model(tmp_path / "rebuilt")
+    trained = _final_weights(tmp_path / "run")
+    assert weights_sha256((n, p) for n, p in rebuilt.named_parameters()) == weights_sha256(
+        (n, trained[n]) for n, _ in rebuilt.named_parameters())
+
+
+def test_resume_truncates_the_seed_log_to_the_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path):
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=3), progress=False)
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # as if killed: no end line
+    with open(path, "a") as fh:  # steps a killed run logged after its last checkpoint, and a torn line
+        fh.write(json.dumps({"step": 3, "seed": 1, "lr": 0.1, "losses": [1.0, 2.0], "grads": [0.0]}) + "\n")
+        fh.write('{"step": 4, "se')
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=6, resume=True), progress=False)
+    log = read_seed_log(path)
+    assert [r.step for r in log.steps] == list(range(6))
+    assert replay(log, _base_model(tiny_model_dir)).matches_log is True
+
+
+# --- crash safety with real signals --------------------------------------------------------------------------
+
+def _child(model_dir, data_dir, out, *extra):
+    args = ["--model", str(model_dir), "--data-dir", str(data_dir), "--output-dir", str(out), "--steps", "40",
+            "--lr", "2e-3", "--eps", "1e-2", "--batch-size", "8", "--num-train", "48", "--num-dev", "8",
+            "--num-eval", "8", "--eval-steps", "2", "--eval-batch-size", "16", "--max-length", "128",
+            "--no-progress", *extra]
+    code = f"import sys; from zotune.cli import main; sys.exit(main({['train', *args]!r}))"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_steps(out, count, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    path = out / "seeds.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") > count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"child did not reach step {count} (exit {proc.poll()}): {proc.stderr.read()}")
+
+
+def test_sigkill_at_any_moment_then_resume_ends_with_the_uninterrupted_weights(tiny_model_dir, tiny_data_dir,
+                                                                               tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _child(tiny_model_dir, tiny_data_dir, straight).wait() == 0
+    # Kill at several moments: mid-step, mid-evaluation and, with checkpoints every 2 steps, often mid-save.
+    for kill_after in (3, 12, 21, 30):
+        proc = _child(tiny_model_dir, tiny_data_dir, killed, "--resume")
+        _wait_for_steps(killed, kill_after, proc)
+        time.sleep((kill_after % 7) * 0.013)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _child(tiny_model_dir, tiny_data_dir, killed, "--resume").wait() == 0
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_seed_log(killed / "seeds.jsonl").end["sha256"] == read_seed_log(straight / "seeds.jsonl").end["sha256"]
+    losses = [[r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+               if r["kind"] == "train"] for out in (straight, killed)]
+    assert losses[0] == losses[1]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_model_dir, tiny_data_dir, tmp_path):
+    proc = _child(tiny_model_dir, tiny_data_dir, tmp_path, "--eval-steps", "100")
+    _wait_for_steps(tmp_path, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    stderr = proc.stderr.read().decode()
+    assert "SIGTERM at step" in stderr and "Traceback" not in stderr
+    state = json.loads((tmp_path / "checkpoint" / "loop_state.json").read_text())
+    assert state["step"] >= 5
+    assert len(read_seed_log(tmp_path / "seeds.jsonl").steps) == state["step"]
+
+
+def test_a_crash_between_the_two_renames_of_a_checkpoint_save_resumes_from_the_previous_one(
+        tiny_model_dir, tiny_data_dir, tmp_path):
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train(_config(tiny_model_dir, tiny_data_dir, straight), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, crashed, steps=3), progress=False)
+    # The state replace_folder leaves when killed after "checkpoint -> checkpoint.old" and before the new folder
+    # is renamed into place: no checkpoint/, the old one beside it, and a half-written new one.
+    (crashed / "checkpoint").rename(crashed / "checkpoint.old")
+    (crashed / "checkpoint.partial").mkdir()
+    (crashed / "checkpoint.partial" / "weights.safetensors").write_bytes(b"half")
+    train(_config(tiny_model_dir, tiny_data_dir, crashed, resume=True), progress=False)
+    a, b = _final_weights(straight), _final_weights(crashed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (crashed / "checkpoint.old").exists() and not (crashed / "checkpoint.partial").exists()
