@@ -123,9 +123,6 @@ def _write(path, text):
     ("dizo_patterns_match_nothing", "DiZO's projected_patterns ['nope'] match none of the"),
     ("option_of_another_method", "Unknown option(s) ['sample_fraction'] for method 'mezo' with sampler 'full'"),
     ("missing_model", "Model path not found"),
-    ("malformed_data", "train.jsonl:2: malformed JSON"),
-    ("empty_data", "train.jsonl: no rows"),
-    ("label_out_of_range", "label 7 is not among the candidates"),
     ("missing_data_dir", "Data directory not found"),
     ("bad_value", "Invalid lr: -1.0"),
     ("bad_option", "Invalid --option 'rho' (expected KEY=VALUE)"),
@@ -152,12 +149,6 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, pattern, tiny_model_dir,
         extra = flag_cases[case]
     elif case == "missing_model":
         model = str(tmp_path / "no-such-model")
-    elif case == "malformed_data":
-        _write(data / "rotten_tomatoes" / "train.jsonl", '{"text": "a", "label": 1}\n{oops\n')
-    elif case == "empty_data":
-        _write(data / "rotten_tomatoes" / "train.jsonl", "")
-    elif case == "label_out_of_range":
-        _write(data / "rotten_tomatoes" / "train.jsonl", '{"text": "a", "label": 7}\n')
     elif case == "missing_data_dir":
         data = tmp_path / "nowhere"
     elif case == "unknown_yaml_key":

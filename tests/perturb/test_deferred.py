@@ -1,5 +1,7 @@
 """Deferred perturbation (forward hooks) and the drift of +-eps perturbation in each dtype."""
 
+import math
+
 import pytest
 import torch
 
@@ -126,3 +128,15 @@ def test_in_place_drift_at_lr_0_is_fp32_rounding_in_fp32_and_large_in_bf16():
     bf16 = _drift(torch.bfloat16, "in_place", 200)
     assert 0.0 < fp32 < 1e-5
     assert bf16 > 100 * fp32
+
+
+def test_a_non_finite_loss_skips_the_step_and_leaves_low_precision_weights_untouched():
+    model = _model(torch.bfloat16)
+    before = _weights(model)
+    opt = ZOOptimizer(model, lr=1e-2, eps=1e-3)
+    assert opt.perturbation == "deferred"
+    losses = iter([0.7, float("nan")])
+    with pytest.warns(UserWarning, match="Non-finite loss"):
+        assert math.isnan(opt.step(lambda: next(losses)))
+    assert opt.last_record.skipped and opt.consecutive_skips == 1 and opt.engine.pending == {}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

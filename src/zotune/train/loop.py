@@ -147,6 +147,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
                                   "train_seconds": 0.0}
     seed_log_path = out / "seeds.jsonl"
+    # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
+    base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
     if resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         result.zero_shot = loop_state.get("zero_shot", {})
@@ -154,10 +156,10 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         if not seed_log_path.exists():
             warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
                           stacklevel=2)
-        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=config.model, dtype=config.dtype,
+        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                  resume_at=loop_state["step"]) if seed_log_path.exists() else None
     else:
-        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=config.model, dtype=config.dtype)
+        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype)
     logger = JsonlLogger(out / "metrics.jsonl", append=resume)
 
     def checkpoint(done: int) -> None:

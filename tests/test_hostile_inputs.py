@@ -1,0 +1,200 @@
+"""Hostile inputs: each gives one line `zotune: error: ...`, exit code 2, and leaves what was written intact.
+
+Every case runs against an output folder that already holds a finished run; after the failure, every file in it
+must be byte-for-byte what it was.
+"""
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zotune.cli import main
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _train_args(model, data, out, *extra):
+    return ["train", "--model", str(model), "--data-dir", str(data), "--output-dir", str(out), "--steps", "3",
+            "--lr", "2e-3", "--eps", "1e-2", "--batch-size", "8", "--num-train", "32", "--num-dev", "8",
+            "--num-eval", "8", "--eval-steps", "3", "--eval-batch-size", "16", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    """A data folder and an output folder holding a finished 3-step run (copied per test)."""
+    root = tmp_path_factory.mktemp("finished")
+    shutil.copytree(ASSETS / "tiny_sentiment", root / "data" / "rotten_tomatoes")
+    assert main(_train_args(tiny_model_dir, root / "data", root / "out")) == 0
+    return root
+
+
+@pytest.fixture()
+def run(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def _expect_one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if not line.startswith("zotune: warning:")]
+    assert len(errors) == 1 and errors[0].startswith("zotune: error: "), err
+    assert pattern in errors[0]
+
+
+TRAIN_FILE = "data/rotten_tomatoes/train.jsonl"
+
+DATA_CASES = {
+    "truncated_data_file": (b'{"text": "good", "label": 1}\n{"text": "bad", "lab', "train.jsonl:2: malformed JSON"),
+    "non_utf8_data_file": (b'{"text": "caf\xe9", "label": 1}\n', "not UTF-8 text"),
+    "empty_data_file": (b"", "train.jsonl: no rows"),
+    "wrong_field_names": (b'{"sentence": "good", "label": 1}\n', "lacks field(s) ['text']"),
+    "label_out_of_range": (b'{"text": "good", "label": 7}\n', "label 7 is not among the candidates"),
+    "label_not_an_integer": (b'{"text": "good", "label": "positive"}\n', "label 'positive' is not an integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_malformed_data_files(case, run, tiny_model_dir, capsys):
+    content, pattern = DATA_CASES[case]
+    (run / TRAIN_FILE).write_bytes(content)
+    before = _snapshot(run / "out")
+    assert main(_train_args(tiny_model_dir, run / "data", run / "out")) == 2
+    _expect_one_line_error(capsys, pattern)
+    assert _snapshot(run / "out") == before
+
+
+CONFIG_CASES = {
+    "unknown_keys": ("learning_rate: 0.1\nwarmup: 3\n", "Unknown config key(s) ['learning_rate', 'warmup']"),
+    "wrong_type": ("steps: many\n", "Invalid steps: 'many' (must be an integer >= 1)"),
+    "wrong_option_type": ("method: ldsd\nmethod_options: {sigma: abc}\n", "Invalid sigma: 'abc'"),
+    "not_a_mapping": ("- steps\n- 3\n", "expected a mapping of settings"),
+    "invalid_yaml": ("steps: [3\n", "invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+def test_bad_config_files(case, run, tiny_model_dir, capsys):
+    text, pattern = CONFIG_CASES[case]
+    (run / "config.yaml").write_text(text)
+    before = _snapshot(run / "out")
+    args = _train_args(tiny_model_dir, run / "data", run / "out")
+    at = args.index("--steps")
+    args = args[:at] + args[at + 2:] + ["--config", str(run / "config.yaml")]  # --steps would override the file
+    assert main(args) == 2
+    _expect_one_line_error(capsys, pattern)
+    assert _snapshot(run / "out") == before
+
+
+def test_a_candidate_that_leaves_no_room_for_the_prompt(run, tiny_model_dir, capsys):
+    before = _snapshot(run / "out")
+    assert main(_train_args(tiny_model_dir, run / "data", run / "out", "--max-length", "1")) == 2
+    _expect_one_line_error(capsys, "leaves no room for the prompt in max_length 1")
+    assert _snapshot(run / "out") == before
+
+
+def test_prompts_longer_than_the_context_are_cut_to_it_with_a_warning(run, tiny_model_dir, capsys):
+    long_row = json.dumps({"text": " ".join(["good"] * 600), "label": 1})
+    (run / TRAIN_FILE).write_text((long_row + "\n") * 40)
+    args = _train_args(tiny_model_dir, run / "data", run / "new", "--max-length", "100000")
+    assert main(args) == 0
+    assert "exceeds the model's context of 256 tokens; using 256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["garbage_weights", "truncated_optimizer", "bad_loop_state"])
+def test_a_corrupt_checkpoint(damage, run, tiny_model_dir, capsys):
+    folder = run / "out" / "checkpoint"
+    if damage == "garbage_weights":
+        (folder / "weights.safetensors").write_bytes(b"\x00garbage" * 10)
+    elif damage == "truncated_optimizer":
+        data = (folder / "optimizer.pt").read_bytes()
+        (folder / "optimizer.pt").write_bytes(data[: len(data) // 2])
+    else:
+        (folder / "loop_state.json").write_text('{"step": ')
+    before = _snapshot(run / "out")
+    assert main(_train_args(tiny_model_dir, run / "data", run / "out", "--steps", "6", "--resume")) == 2
+    _expect_one_line_error(capsys, f"Corrupt checkpoint in {folder}")
+    assert _snapshot(run / "out") == before
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("garbage_line", "seeds.jsonl:2: corrupt seed log line"),
+    ("missing_field", "seeds.jsonl:2: corrupt seed log line (bad or missing 'seed')"),
+    ("no_header", "is not a zotune seed log"),
+    ("missing_file", "Cannot read seed log"),
+])
+def test_a_corrupt_seed_log(damage, pattern, run, capsys):
+    log = run / "out" / "seeds.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    if damage == "garbage_line":
+        lines[1] = "\x00\x01 not json\n"
+    elif damage == "missing_field":
+        step = json.loads(lines[1])
+        del step["seed"]
+        lines[1] = json.dumps(step) + "\n"
+    elif damage == "no_header":
+        lines = lines[1:]
+    log.write_text("".join(lines))
+    if damage == "missing_file":
+        log.unlink()
+    assert main(["replay", "--log", str(log), "--out", str(run / "rebuilt"), "--no-progress"]) == 2
+    _expect_one_line_error(capsys, pattern)
+    assert not (run / "rebuilt").exists() or not any((run / "rebuilt").iterdir())
+
+
+def test_an_output_directory_that_is_a_file(run, tiny_model_dir, capsys):
+    (run / "a-file").write_text("x")
+    assert main(_train_args(tiny_model_dir, run / "data", run / "a-file" / "out")) == 2
+    _expect_one_line_error(capsys, "is not writable")
+
+
+def test_a_read_only_output_directory(run, tiny_model_dir, capsys, monkeypatch):
+    out = run / "out"
+    before = _snapshot(out)
+    if os.geteuid() == 0:  # root ignores permission bits: refuse the write the way a read-only folder would
+        real_open = os.open
+
+        def read_only_open(path, flags, *args):
+            if Path(path).parent == out and flags & (os.O_WRONLY | os.O_RDWR):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", read_only_open)
+    else:
+        out.chmod(0o555)
+    try:
+        assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
+    finally:
+        out.chmod(0o755)
+    _expect_one_line_error(capsys, f"Output directory {out} is not writable (Permission denied)")
+    monkeypatch.undo()
+    assert _snapshot(out) == before
+
+
+def test_a_full_disk_while_saving_a_checkpoint(run, tiny_model_dir, capsys, monkeypatch):
+    import zotune.train.checkpoint as checkpoint
+
+    out = run / "out"
+    before = _snapshot(out / "checkpoint")
+    real_save = checkpoint.save_file
+
+    def disk_full(tensors, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x00" * 100)  # the bytes that fitted
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
+    _expect_one_line_error(capsys, "No space left on device")
+    assert _snapshot(out / "checkpoint") == before
+    assert not (out / "checkpoint.partial").exists()
+    # Once there is room again, the run resumes from the intact checkpoint and finishes.
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 0
+    assert json.loads((out / "checkpoint" / "loop_state.json").read_text())["step"] == 6
