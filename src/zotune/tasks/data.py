@@ -80,7 +80,10 @@ def _check_fields(task: Task, rows: list[dict], source: str) -> None:
                 f"{source}: row {i + 1} lacks field(s) {missing} needed by task {task.name!r} "
                 f"(it has {sorted(row)})"
             )
-        task.label(row)
+        try:
+            task.label(row)
+        except DataError as exc:
+            raise DataError(f"{source}: row {i + 1}: {exc}") from exc
 
 
 def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, list[dict]]:
