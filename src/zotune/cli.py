@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="score a model (or a training checkpoint) on a task")
     ev.add_argument("--model", default="smollm2-135m", help="built-in name, folder, .gguf or hub id")
     ev.add_argument("--checkpoint", help="a zotune checkpoint folder whose weights replace the model's")
+    ev.add_argument("--adapter", help="a saved LoRA/prefix adapter folder (a --peft run's best/) to add to the model")
     ev.add_argument("--task", default="rotten_tomatoes")
     ev.add_argument("--data-dir")
     ev.add_argument("--split", choices=("eval", "dev"), default="eval")
@@ -167,6 +168,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     task = TASKS.get(args.task)
     model, tokenizer = load_model(args.model, dtype=args.dtype)
+    if args.adapter:
+        from zotune.adapters import load_adapter
+
+        model = load_adapter(model, args.adapter)
     if args.checkpoint:
         from pathlib import Path
 
@@ -189,6 +194,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    from zotune.adapters import PeftSettings, apply_peft
     from zotune.assets import load_model
     from zotune.durable import check_writable, replace_folder
     from zotune.replay import replay
@@ -198,6 +204,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     check_writable(args.out)
     base = args.base or log.header["model"]
     model, tokenizer = load_model(base, dtype=log.header["dtype"])
+    if "peft" in log.header:  # the run trained an adapter: add the same one, initialised the same way
+        model = apply_peft(model, PeftSettings(**log.header["peft"]), seed=log.header["peft_seed"])
     total = len(log.steps) if args.steps is None else args.steps
     start = time.perf_counter()
     with tqdm(total=total, disable=not args.progress, desc="replay", unit="step", dynamic_ncols=True) as bar:

@@ -18,7 +18,7 @@ import torch
 
 from zotune.errors import StateError, ZotuneWarning
 from zotune.optim import StepRecord, ZOOptimizer
-from zotune.seedlog import SeedLog, weights_sha256
+from zotune.seedlog import SeedLog, model_sha256
 
 __all__ = ["replay", "ReplayResult"]
 
@@ -51,8 +51,7 @@ def replay(log: SeedLog, model: torch.nn.Module, *, steps: int | None = None,
         StateError: the model is not the logged base model, or the log does not fit these settings (a step's
             recomputed seed or gradient differs from the logged one).
     """
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    base = weights_sha256(trainable)
+    base = model_sha256(model)
     if base != log.header["base_sha256"]:
         raise StateError(f"The base model's weights differ from the ones the seed log {log.path} was trained from "
                          f"(SHA-256 {base[:12]}... != {log.header['base_sha256'][:12]}...)")
@@ -84,6 +83,6 @@ def replay(log: SeedLog, model: torch.nn.Module, *, steps: int | None = None,
                     progress(record.step + 1)
     finally:
         optimizer.remove_hooks()
-    sha = weights_sha256(trainable)
+    sha = model_sha256(model)
     end = log.end if log.end is not None and log.end.get("steps") == count else None
     return ReplayResult(count, sha, None if end is None else sha == end["sha256"])

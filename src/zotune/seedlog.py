@@ -29,7 +29,7 @@ from zotune.durable import atomic_write_text
 from zotune.errors import StateError, ZotuneWarning
 from zotune.optim import StepRecord, ZOOptimizer
 
-__all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "FORMAT"]
+__all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 
 FORMAT = "zotune-seed-log"
 VERSION = 1
@@ -45,8 +45,9 @@ def weights_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def _trainable(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+def model_sha256(model: torch.nn.Module) -> str:
+    """The hash of every parameter, frozen ones included (a LoRA run's base weights matter to its replay)."""
+    return weights_sha256(model.named_parameters())
 
 
 def _plan_runs(blocks: tuple[int, ...], weights: tuple[float, ...]) -> list[list]:
@@ -87,15 +88,17 @@ class SeedLogWriter:
         dtype: the dtype the model was loaded in.
         resume_at: continue an existing log: keep its header and its steps before this index, drop the rest
             (written after the checkpoint the run resumes from). None starts a new log.
+        extra: more header fields, e.g. the adapter a replay must add to the base model first.
     """
 
     def __init__(self, path: str | Path, optimizer: ZOOptimizer, model: torch.nn.Module, *, model_name: str,
-                 dtype: str, resume_at: int | None = None) -> None:
+                 dtype: str, resume_at: int | None = None, extra: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.model = model
         if resume_at is None:
             header = {"format": FORMAT, "version": VERSION, "model": model_name, "dtype": dtype,
-                      "optimizer": optimizer.hparams, "base_sha256": weights_sha256(_trainable(model))}
+                      "optimizer": optimizer.hparams, "base_sha256": model_sha256(model),
+                      **(extra or {})}
             atomic_write_text(self.path, json.dumps(header) + "\n")
         else:
             log = read_seed_log(self.path)
@@ -114,7 +117,7 @@ class SeedLogWriter:
 
     def finish(self, steps: int) -> None:
         """Write the end line with the hash of the weights after ``steps`` steps, and close."""
-        self._fh.write(json.dumps({"end": True, "steps": steps, "sha256": weights_sha256(_trainable(self.model))})
+        self._fh.write(json.dumps({"end": True, "steps": steps, "sha256": model_sha256(self.model)})
                        + "\n")
         self.sync()
         self._fh.close()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from zotune.durable import previous_folder, replace_folder
 from zotune.errors import StateError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "trainable_state", "load_trainable_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "load_best", "trainable_state", "load_trainable_state"]
 
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -42,6 +42,19 @@ def load_trainable_state(model: torch.nn.Module, weights: dict[str, torch.Tensor
                 raise StateError(f"Checkpoint tensor {name} has shape {tuple(tensor.shape)}, "
                                  f"the model's is {tuple(params[name].shape)}")
             params[name].copy_(tensor)
+
+
+def load_best(model: torch.nn.Module, folder: str | Path) -> None:
+    """Load the trainable weights of a best-dev folder written by ``save_pretrained`` (a full model, or a peft
+    model's adapter alone) into ``model``."""
+    folder = Path(folder)
+    if (folder / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        return
+    saved = load_file(str(folder / "model.safetensors"))
+    load_trainable_state(model, {k: saved[k] for k in trainable_state(model)})
 
 
 def save_checkpoint(folder: str | Path, model, optimizer, loop_state: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zotune.adapters import PeftSettings
 from zotune.errors import ConfigError
 
 __all__ = ["TrainConfig", "load_yaml_config"]
@@ -25,6 +26,12 @@ class TrainConfig:
         "help": "which layers each step touches: full or adalezo (default: the method's own)"})
     method_options: dict[str, Any] = field(default_factory=dict,
                                            metadata={"help": "options of the method and its sampler"})
+    peft: str | None = field(default=None, metadata={
+        "help": "train an adapter instead of all weights: lora or prefix (through peft)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_targets: str = field(default="q_proj,v_proj", metadata={"help": "modules LoRA adapts, comma-separated"})
+    prefix_tokens: int = field(default=5, metadata={"help": "virtual tokens of prefix tuning"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
     lr: float = field(default=1e-4, metadata={"help": "learning rate (tuned for the default model)"})
     eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})
@@ -67,6 +74,13 @@ class TrainConfig:
             problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         if problems:
             raise ConfigError("; ".join(problems))
+        self.peft_settings()  # validates the adapter settings
+
+    def peft_settings(self) -> PeftSettings | None:
+        if self.peft is None:
+            return None
+        return PeftSettings(self.peft, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                            lora_targets=self.lora_targets, prefix_tokens=self.prefix_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

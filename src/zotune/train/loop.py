@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from zotune.adapters import apply_peft
 from zotune.assets import fit_to_context, load_model
 from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import Interrupted, NonFiniteLossError, ZotuneWarning
@@ -33,10 +34,9 @@ from zotune.tasks import (
 )
 from zotune.train.checkpoint import (
     find_checkpoint,
+    load_best,
     load_checkpoint,
-    load_trainable_state,
     save_checkpoint,
-    trainable_state,
 )
 from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl
@@ -120,6 +120,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     METHODS.get(config.method), UPDATES.get(config.update), config.sampler and SAMPLERS.get(config.sampler)
     model, tokenizer = load_model(config.model, dtype=config.dtype)
     max_length = fit_to_context(model, config.max_length)
+    peft = config.peft_settings()
+    if peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
+        model = apply_peft(model, peft, seed=config.seed)
     data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
                        num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
     train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=max_length)
@@ -159,7 +162,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                  resume_at=loop_state["step"]) if seed_log_path.exists() else None
     else:
-        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype)
+        adapter = {} if peft is None else {"peft": peft.to_dict(), "peft_seed": config.seed}
+        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
+                                 extra=adapter)
     logger = JsonlLogger(out / "metrics.jsonl", append=resume)
 
     def checkpoint(done: int) -> None:
@@ -235,10 +240,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             result.best_step = loop_state["best_step"]
             # Report the best-dev weights on the held-out set (MeZO's protocol).
             if config.save_best and (out / "best").exists():
-                from safetensors.torch import load_file
-
-                best = load_file(str(out / "best" / "model.safetensors"))
-                load_trainable_state(model, {k: best[k] for k in trainable_state(model)})
+                load_best(model, out / "best")
             result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
             logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
         finally:
