@@ -141,10 +141,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(config.seed)  # the process is seeded once; the algorithm uses its own generators
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, the first process reports
     sampler = f", sampler {config.sampler}" if config.sampler else ""
-    print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
-          f"{config.steps} steps, lr {config.lr}, eps {config.eps}, batch {config.batch_size}", flush=True)
+    parallel = f", {config.parallel}-parallel over {os.environ.get('WORLD_SIZE')}" if config.parallel else ""
+    if main_process:
+        print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
+              f"{config.steps} steps, lr {config.lr}, eps {config.eps}, batch {config.batch_size}{parallel}",
+              flush=True)
     result = train(config, progress=progress)
+    if not main_process:
+        return 0
     zs, fin = result.zero_shot.get("eval_accuracy"), result.final.get("eval_accuracy")
     print(f"\nHeld-out accuracy ({config.num_eval} examples):")
     if zs is not None:

@@ -94,6 +94,11 @@ class ZOOptimizer(torch.optim.Optimizer):
             (the weights are never written by a probe; forward hooks show each module theta + eps z while it runs,
             so bf16/fp16 weights cannot drift; needs ``params`` to be the ``nn.Module`` the closure runs), or
             ``auto`` (default): ``deferred`` for a module with low-precision trainable tensors, else ``in_place``.
+        direction_parallel: spread the ``n_directions`` over the ranks of the initialised ``torch.distributed``
+            process group (``zotune.distributed``): rank r probes directions r, r + world, ...; one all-reduce
+            of 3 floats per direction shares the results, and every rank applies every update. Needs
+            ``n_directions`` to be a multiple of the world size, a method with the two-point probe, and
+            deferred perturbation (the default then). Every rank must call ``step`` with the same batch.
         method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
             config that declares it (``{"sample_fraction": 0.3}`` reaches the AdaLeZO sampler).
 
@@ -123,6 +128,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         adam_eps: float = 1e-8,
         fuse_restore: bool = True,
         perturbation: str = "auto",
+        direction_parallel: bool = False,
         method_options: dict[str, Any] | None = None,
     ) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
@@ -138,6 +144,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         named = _named_trainable(params)
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
+        if direction_parallel:
+            if perturbation == "in_place":
+                raise ConfigError("direction_parallel needs deferred perturbation: in-place probes leave each rank "
+                                  "its own rounding residue and the replicas would drift apart")
+            perturbation = "deferred"
         perturbation = _perturbation_mode(perturbation, params, named)
         self.rule = build_update_rule(update, momentum=momentum, betas=betas, adam_eps=adam_eps)
         if weight_decay and not self.rule.uses_weight_decay:
@@ -154,6 +165,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
+        self.world = _direction_world(direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
         self.engine = PerturbationEngine(named, direction=self.method.direction,
                                          deferred=perturbation == "deferred")
@@ -211,8 +223,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         plan = self.sampler.plan(self.step_count, plan_generator)
         plan = self.method.plan(self.step_count, plan_generator, plan)
         n = group["n_directions"]
-        probes: list[Probe] = []
+        probes: list[Probe | None] = []
         for i in range(n):
+            if self.world is not None and i % self.world[1] != self.world[0]:
+                probes.append(None)  # another rank's direction
+                continue
             probe = self.method.probe(loss_fn, mix_seed(step_seed, i), group["eps"], plan)
             probes.append(probe)
             keep_pending = (i == n - 1 and self.fuse_restore and not self.engine.deferred
@@ -220,7 +235,11 @@ class ZOOptimizer(torch.optim.Optimizer):
             if probe.restore is not None and not keep_pending:
                 self.engine.perturb(probe.restore[0], probe.restore[1], plan)
                 probe.restore = None
-            if not math.isfinite(probe.projected_grad):
+            if not math.isfinite(probe.projected_grad) and self.world is None:
+                return self._skip(probes)
+        if self.world is not None:
+            probes = self._share_probes(probes, step_seed)
+            if not all(math.isfinite(p.projected_grad) for p in probes):
                 return self._skip(probes)
         self.last_probes = probes
         plan = self.sampler.reweight(probes, plan)
@@ -249,6 +268,20 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.step_count += 1
         self.consecutive_skips = 0
         return sum(p.loss for p in probes) / n
+
+    def _share_probes(self, probes: list[Probe | None], step_seed: int) -> list[Probe]:
+        """Direction parallelism: fill in the other ranks' directions (one all-reduce of n x 3 floats)."""
+        from zotune.distributed import sum_over_ranks
+
+        table = torch.zeros(len(probes), 3, dtype=torch.float64)
+        for i, probe in enumerate(probes):
+            if probe is not None:
+                table[i] = torch.tensor([probe.projected_grad, *probe.losses], dtype=torch.float64)
+        rows = sum_over_ranks(table).tolist()
+        shared = [Probe(mix_seed(step_seed, i), grad, (plus, minus)) for i, (grad, plus, minus) in enumerate(rows)]
+        # The step consumed every rank's losses, in direction order: what a replay on one process feeds back.
+        self.last_record.losses = [loss for p in shared for loss in p.losses]
+        return shared
 
     def _check_restored(self) -> None:
         # Every probe must be undone before the update: a term left pending would leak into later forwards.
@@ -324,6 +357,26 @@ class ZOOptimizer(torch.optim.Optimizer):
 
 
 _PERTURBATIONS = ("auto", "in_place", "deferred")
+
+
+def _direction_world(enabled: bool, n_directions: int, method: Any) -> tuple[int, int] | None:
+    """(rank, world size) when directions are spread over ranks, else None."""
+    if not enabled:
+        return None
+    import torch.distributed as dist
+
+    from zotune.methods import Method
+
+    if not dist.is_initialized():
+        raise ConfigError("direction_parallel needs an initialised torch.distributed process group")
+    world = dist.get_world_size()
+    if n_directions % world:
+        raise ConfigError(f"direction_parallel: n_directions {n_directions} is not a multiple of the world size "
+                          f"{world}")
+    if type(method).probe is not Method.probe:
+        raise ConfigError(f"direction_parallel needs the two-point probe; method {method.config.method!r} probes "
+                          "its own way (use data parallelism)")
+    return dist.get_rank(), world
 
 
 def _options_of(config: Any, name_key: str) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class TrainConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_targets: str = field(default="q_proj,v_proj", metadata={"help": "modules LoRA adapts, comma-separated"})
     prefix_tokens: int = field(default=5, metadata={"help": "virtual tokens of prefix tuning"})
+    parallel: str | None = field(default=None, metadata={
+        "help": "under torchrun: data (each process a shard of the batch) or directions (each process "
+                "its own --n-directions directions)"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
     lr: float = field(default=1e-4, metadata={"help": "learning rate (tuned for the default model)"})
     eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})

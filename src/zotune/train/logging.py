@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["MetricLogger", "JsonlLogger", "read_jsonl"]
+__all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "read_jsonl"]
 
 
 class MetricLogger(Protocol):
@@ -37,6 +37,16 @@ class JsonlLogger:
 
     def close(self) -> None:
         self._fh.close()
+
+
+class NullLogger:
+    """Drops every record (the processes of a distributed run other than the first)."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from zotune.adapters import apply_peft
 from zotune.assets import fit_to_context, load_model
+from zotune.distributed import init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import Interrupted, NonFiniteLossError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
@@ -39,7 +40,7 @@ from zotune.train.checkpoint import (
     save_checkpoint,
 )
 from zotune.train.config import TrainConfig
-from zotune.train.logging import JsonlLogger, read_jsonl
+from zotune.train.logging import JsonlLogger, NullLogger, read_jsonl
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
@@ -102,12 +103,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     killed at any moment resumes from its last checkpoint. SIGINT/SIGTERM save a checkpoint at the end of the
     current step and raise ``Interrupted``.
 
+    With ``config.parallel`` (under ``torchrun``), every process trains a replica (``zotune.distributed``); the
+    first one alone evaluates and writes files.
+
     Raises:
         ZotuneError: bad configuration, data or model; NonFiniteLossError after repeated non-finite losses.
         Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
     out = Path(config.output_dir)
-    check_writable(out)
+    ranks = init_parallel(config.parallel, batch_size=config.batch_size)
+    writes = ranks.is_main
+    progress = progress and writes
+    if writes:
+        check_writable(out)
     resume = config.resume
     if resume and find_checkpoint(out / "checkpoint") is None:
         warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
@@ -128,20 +136,24 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=max_length)
                                  for rows in (data.train, data.dev, data.eval))
     pad_id = tokenizer.pad_token_id
+    by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
     optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
-                            update=config.update, sampler=config.sampler, n_directions=config.n_directions,
-                            weight_decay=config.weight_decay, method_options=config.method_options)
+                            update=config.update, sampler=config.sampler,
+                            n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
+                            direction_parallel=by_directions, weight_decay=config.weight_decay,
+                            method_options=config.method_options)
 
     def save_best() -> None:
-        replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+        if writes:
+            replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
     def batch_closure(indices: list[int]):
-        batch = [train_ex[i] for i in indices]
+        batch = [train_ex[i] for i in ranks.shard(indices)]  # data parallelism: this rank's part
         labels = torch.tensor([ex.label for ex in batch])
-        return lambda: classification_loss(candidate_scores(model, batch, pad_id), labels)
+        return mean_over_ranks(lambda: classification_loss(candidate_scores(model, batch, pad_id), labels), ranks)
 
     def score(examples, name: str) -> dict[str, float]:
-        if not examples:
+        if not examples or not writes:  # replicas are identical: the first process evaluates for all
             return {}
         return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size,
                         desc=f"eval {name}" if progress else None)
@@ -155,6 +167,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     if resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         result.zero_shot = loop_state.get("zero_shot", {})
+    if not writes:
+        seed_log = None
+    elif resume:
         _truncate_log(out / "metrics.jsonl", loop_state["step"])
         if not seed_log_path.exists():
             warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
@@ -165,13 +180,21 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         adapter = {} if peft is None else {"peft": peft.to_dict(), "peft_seed": config.seed}
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                  extra=adapter)
-    logger = JsonlLogger(out / "metrics.jsonl", append=resume)
+    logger = JsonlLogger(out / "metrics.jsonl", append=resume) if writes else NullLogger()
 
     def checkpoint(done: int) -> None:
         loop_state["step"] = done
+        if not writes:
+            return
         if seed_log:
             seed_log.sync()  # the log must hold every step the checkpoint contains
         save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
+
+    def stop_requested() -> bool:
+        if ranks.mode is None:
+            return stop.signum is not None
+        # Every rank must stop after the same step, or the others would wait for it forever.
+        return bool(sum_over_ranks(torch.tensor([float(stop.signum is not None)], dtype=torch.float64)).item())
     with StopRequests() as stop:
         try:
             if not resume:
@@ -208,6 +231,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                                 **optimizer.sampler.metrics(), **optimizer.method.metrics()})
                 if math.isfinite(loss):
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                stopping = stop_requested()
                 if done % config.eval_steps == 0 or done == config.steps:
                     loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
                     dev = score(dev_ex, "dev")
@@ -223,13 +247,14 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             save_best()
                     checkpoint(done)
                     clock = time.perf_counter()
-                elif stop.signum is not None:
+                elif stopping:
                     loop_state["train_seconds"] += time.perf_counter() - clock
                     checkpoint(done)
-                if stop.signum is not None:  # SIGINT/SIGTERM: the checkpoint above holds this step
+                if stopping:  # SIGINT/SIGTERM: the checkpoint above holds this step
                     bar.close()
-                    raise Interrupted(f"{signal.Signals(stop.signum).name} at step {done}: checkpoint saved in "
-                                      f"{out / 'checkpoint'}; continue with --resume", stop.signum)
+                    signum = stop.signum or signal.SIGTERM  # another rank got it
+                    raise Interrupted(f"{signal.Signals(signum).name} at step {done}: checkpoint saved in "
+                                      f"{out / 'checkpoint'}; continue with --resume", signum)
             bar.close()
             if seed_log:
                 seed_log.finish(loop_state["step"])
@@ -239,7 +264,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             result.best_dev_accuracy = loop_state["best_dev"]
             result.best_step = loop_state["best_step"]
             # Report the best-dev weights on the held-out set (MeZO's protocol).
-            if config.save_best and (out / "best").exists():
+            if config.save_best and writes and (out / "best").exists():
                 load_best(model, out / "best")
             result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
             logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
@@ -247,6 +272,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             logger.close()
             if seed_log:
                 seed_log.close()
+    if not writes:
+        return result
     records = read_jsonl(out / "metrics.jsonl")
     atomic_write(out / "loss.png", lambda tmp: plot_training(
         records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
