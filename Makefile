@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(BIN)/zotune train --config configs/smollm2-135m/mezo.yaml
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 clean:
