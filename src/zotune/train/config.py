@@ -13,6 +13,12 @@ from zotune.errors import ConfigError
 __all__ = ["TrainConfig", "load_yaml_config"]
 
 
+# Per training mode (None: all weights). Full fine-tuning's lr is tuned for the default model; LoRA and prefix
+# take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
+_DEFAULT_LR = {None: 1e-4, "lora": 1e-4, "prefix": 1e-2}
+_DEFAULT_EPS = {None: 1e-3, "lora": 1e-2, "prefix": 1e-1}
+
+
 @dataclass
 class TrainConfig:
     """A training run. Defaults are the README's main job: MeZO on the built-in model and data."""
@@ -36,8 +42,10 @@ class TrainConfig:
         "help": "under torchrun: data (each process a shard of the batch) or directions (each process "
                 "its own --n-directions directions)"})
     steps: int = field(default=60, metadata={"help": "optimizer steps"})
-    lr: float = field(default=1e-4, metadata={"help": "learning rate (tuned for the default model)"})
-    eps: float = field(default=1e-3, metadata={"help": "perturbation scale"})
+    lr: float | None = field(default=None, metadata={
+        "help": "learning rate; default 1e-4 (tuned for the default model), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
+    eps: float | None = field(default=None, metadata={
+        "help": "perturbation scale; default 1e-3, with --peft MeZO's: lora 1e-2, prefix 1e-1"})
     n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
@@ -58,6 +66,11 @@ class TrainConfig:
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     def __post_init__(self) -> None:
+        # Unset lr and eps take the mode's defaults (SPEC §1 for the peft modes); to_dict() shows the values used.
+        if self.lr is None:
+            self.lr = _DEFAULT_LR.get(self.peft, _DEFAULT_LR[None])
+        if self.eps is None:
+            self.eps = _DEFAULT_EPS.get(self.peft, _DEFAULT_EPS[None])
         problems = []
         positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
                     "n_directions", "max_nonfinite", "num_train")
