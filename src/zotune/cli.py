@@ -156,7 +156,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")
     if fin is not None:
-        print(f"  fine-tuned  {fin:.4f}  (best dev {result.best_dev_accuracy:.4f} at step {result.best_step})")
+        chosen = (f"best dev {result.best_dev_accuracy:.4f} at step {result.best_step}"
+                  if config.num_dev and config.save_best else f"final weights, step {result.steps}")
+        print(f"  fine-tuned  {fin:.4f}  ({chosen})")
     if zs is not None and fin is not None:
         print(f"  gain        {fin - zs:+.4f}")
     print(f"{result.steps} steps, {result.forward_passes} forward passes, {result.train_seconds:.0f} s training")
