@@ -165,7 +165,8 @@ class ZOOptimizer(torch.optim.Optimizer):
             (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
-        self.world = _direction_world(direction_parallel, n_directions, self.method)
+        # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
+        self.direction_split = _direction_world(direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
         self.engine = PerturbationEngine(named, direction=self.method.direction,
                                          deferred=perturbation == "deferred")
@@ -225,7 +226,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         n = group["n_directions"]
         probes: list[Probe | None] = []
         for i in range(n):
-            if self.world is not None and i % self.world[1] != self.world[0]:
+            if self.direction_split is not None and i % self.direction_split[1] != self.direction_split[0]:
                 probes.append(None)  # another rank's direction
                 continue
             probe = self.method.probe(loss_fn, mix_seed(step_seed, i), group["eps"], plan)
@@ -235,9 +236,9 @@ class ZOOptimizer(torch.optim.Optimizer):
             if probe.restore is not None and not keep_pending:
                 self.engine.perturb(probe.restore[0], probe.restore[1], plan)
                 probe.restore = None
-            if not math.isfinite(probe.projected_grad) and self.world is None:
+            if not math.isfinite(probe.projected_grad) and self.direction_split is None:
                 return self._skip(probes)
-        if self.world is not None:
+        if self.direction_split is not None:
             probes = self._share_probes(probes, step_seed)
             if not all(math.isfinite(p.projected_grad) for p in probes):
                 return self._skip(probes)
