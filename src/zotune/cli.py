@@ -162,6 +162,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if zs is not None and fin is not None:
         print(f"  gain        {fin - zs:+.4f}")
     print(f"{result.steps} steps, {result.forward_passes} forward passes, {result.train_seconds:.0f} s training")
+    phases = result.step_seconds
+    if phases.get("total"):
+        print("  per step:  " + ", ".join(
+            f"{name} {phases[name] / result.steps:.2f} s ({100 * phases[name] / phases['total']:.0f}%)"
+            for name in ("forward", "perturb", "update", "other")))
     for name, path in result.files.items():
         print(f"  {name:<10} {path}")
     return 0

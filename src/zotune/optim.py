@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -183,6 +184,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.consecutive_skips = 0
         self.last_probes: list[Probe] = []
         self.last_record: StepRecord | None = None
+        # Where the last step's time went, in seconds: forward passes, perturbing and restoring, the update,
+        # and the rest (plans, bookkeeping, the method's own work outside forward passes).
+        self.last_step_seconds: dict[str, float] = {}
+        self._forward_seconds = 0.0
         # The constructor's arguments with every default resolved: the seed log stores them to rebuild this
         # optimizer for a replay.
         self.hparams: dict[str, Any] = dict(
@@ -217,6 +222,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise ConfigError("ZOOptimizer.step needs a closure that returns the loss")
         group = self.param_groups[0]
+        started = time.perf_counter()
+        self._forward_seconds = 0.0
         step_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
         record = self.last_record = StepRecord(self.step_count, step_seed, float(group["lr"]))
         loss_fn = self._counting(closure)
@@ -225,6 +232,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         plan = self.method.plan(self.step_count, plan_generator, plan)
         n = group["n_directions"]
         probes: list[Probe | None] = []
+        probing_started = time.perf_counter()
         for i in range(n):
             if self.direction_split is not None and i % self.direction_split[1] != self.direction_split[0]:
                 probes.append(None)  # another rank's direction
@@ -237,16 +245,19 @@ class ZOOptimizer(torch.optim.Optimizer):
                 self.engine.perturb(probe.restore[0], probe.restore[1], plan)
                 probe.restore = None
             if not math.isfinite(probe.projected_grad) and self.direction_split is None:
-                return self._skip(probes)
+                return self._skip(probes, started)
         if self.direction_split is not None:
             probes = self._share_probes(probes, step_seed)
             if not all(math.isfinite(p.projected_grad) for p in probes):
-                return self._skip(probes)
+                return self._skip(probes, started)
+        probing = time.perf_counter() - probing_started
+        forward_in_probes = self._forward_seconds
         self.last_probes = probes
         plan = self.sampler.reweight(probes, plan)
         record.grads = [p.projected_grad for p in probes]
         if plan.blocks != tuple(range(len(self.engine))) or any(w != 1.0 for w in plan.weights):
             record.plan = (plan.blocks, plan.weights)
+        updating_started = time.perf_counter()
         self.rule.update(
             UpdateContext(
                 engine=self.engine,
@@ -259,6 +270,7 @@ class ZOOptimizer(torch.optim.Optimizer):
                 loss_fn=loss_fn,
             )
         )
+        updating = time.perf_counter() - updating_started - (self._forward_seconds - forward_in_probes)
         probes[-1].restore = None
         self._check_restored()
         self.sampler.observe(probes, plan)
@@ -268,7 +280,14 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.method.after_update(self.step_count, loss_fn, method_generator, fresh_loss)
         self.step_count += 1
         self.consecutive_skips = 0
+        self._time_step(started, perturb=probing - forward_in_probes, update=updating)
         return sum(p.loss for p in probes) / n
+
+    def _time_step(self, started: float, *, perturb: float = 0.0, update: float = 0.0) -> None:
+        total = time.perf_counter() - started
+        forward = self._forward_seconds
+        self.last_step_seconds = {"forward": forward, "perturb": perturb, "update": update,
+                                  "other": max(total - forward - perturb - update, 0.0), "total": total}
 
     def _share_probes(self, probes: list[Probe | None], step_seed: int) -> list[Probe]:
         """Direction parallelism: fill in the other ranks' directions (one all-reduce of n x 3 floats)."""
@@ -297,8 +316,9 @@ class ZOOptimizer(torch.optim.Optimizer):
             handle.remove()
         self._hooks = []
 
-    def _skip(self, probes: list[Probe]) -> float:
+    def _skip(self, probes: list[Probe], started: float) -> float:
         self._check_restored()
+        self._time_step(started)
         self.consecutive_skips += 1
         self.step_count += 1
         self.last_probes = probes
@@ -315,8 +335,10 @@ class ZOOptimizer(torch.optim.Optimizer):
     def _counting(self, closure: Callable[[], Any]) -> Callable[[], float]:
         def loss_fn() -> float:
             self.forward_passes += 1
+            forward_started = time.perf_counter()
             loss = closure()
             value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+            self._forward_seconds += time.perf_counter() - forward_started
             if self.last_record is not None:
                 self.last_record.losses.append(value)
             return value

@@ -106,3 +106,14 @@ def test_resume_drops_log_records_written_after_the_checkpoint(tiny_model_dir, t
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert 123.0 not in _losses(tmp_path)
     assert [r["kind"] for r in records].count("final") == 1
+
+
+def test_the_log_and_summary_say_where_step_time_went(tiny_model_dir, tiny_data_dir, tmp_path):
+    result = train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=3), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in records if r["kind"] == "train")
+    phases = ("forward", "perturb", "update", "other")
+    assert all(step[f"seconds_{p}"] >= 0 for p in phases) and step["seconds_forward"] > 0
+    assert sum(step[f"seconds_{p}"] for p in phases) == pytest.approx(step["seconds_total"], rel=1e-6)
+    assert result.step_seconds["total"] == pytest.approx(
+        sum(r["seconds_total"] for r in records if r["kind"] == "train"), rel=1e-6)

@@ -61,6 +61,8 @@ class TrainResult:
     steps: int = 0
     forward_passes: int = 0
     train_seconds: float = 0.0
+    # Seconds per phase of the optimizer steps (forward, perturb, update, other), summed over the run's steps.
+    step_seconds: dict[str, float] = field(default_factory=dict)
     output_dir: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
@@ -220,6 +222,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                         f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
                 if seed_log:
                     seed_log.append(optimizer.last_record)
+                phases = loop_state.setdefault("step_seconds", {})
+                for phase, seconds in optimizer.last_step_seconds.items():
+                    phases[phase] = phases.get(phase, 0.0) + seconds
                 done = step + 1
                 for event in optimizer.method.report():  # e.g. DiZO's projection rounds
                     logger.log({"kind": "method", "step": done, **event})
@@ -228,6 +233,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                                 "projected_grad": optimizer.last_probes[0].projected_grad,
                                 "forward_passes": optimizer.forward_passes,
                                 "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
+                                **{f"seconds_{k}": v for k, v in optimizer.last_step_seconds.items()},
                                 **optimizer.sampler.metrics(), **optimizer.method.metrics()})
                 if math.isfinite(loss):
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -261,6 +267,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             result.steps = loop_state["step"]
             result.forward_passes = optimizer.forward_passes
             result.train_seconds = loop_state["train_seconds"]
+            result.step_seconds = loop_state.get("step_seconds", {})
             result.best_dev_accuracy = loop_state["best_dev"]
             result.best_step = loop_state["best_step"]
             # Report the best-dev weights on the held-out set (MeZO's protocol).
