@@ -1,0 +1,112 @@
+"""Step time of ZO methods against two forward passes and a reference MeZO step, with a per-phase breakdown.
+
+A ZO step cannot be faster than its forward passes; the rest (drawing z, perturbing, restoring, updating) is
+overhead. On the default model at batch 16 (same batch throughout), the script times, as medians over --repeats:
+
+- two forward passes alone (the floor of a two-point step);
+- a reference MeZO step written the way MeZO's public code does it: the global RNG reseeded before each of the
+  four passes over the weights (+eps, -2 eps, +eps, update), ``torch.normal`` per tensor, restore and update
+  separate;
+- zotune's ``mezo`` (in-place and deferred perturbation), ``adalezo`` and ``ldsd``, each with the optimizer's own
+  breakdown (forward, perturb, update, other).
+
+Ratios are printed against the floor of each step's own forward passes and against the reference step.
+
+    python benchmarks/step_time.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from zotune import ZOOptimizer
+from zotune.assets import load_model
+from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, load_splits
+
+CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}), ("adalezo", {}),
+           ("ldsd", {})]
+
+
+def reference_mezo_step(params: list[torch.Tensor], closure, seed: int, eps: float, lr: float) -> None:
+    """MeZO's public code: four seeded passes, one torch.normal per tensor each time, no fusion."""
+
+    def perturb(scale: float) -> None:
+        torch.manual_seed(seed)
+        for param in params:
+            z = torch.normal(mean=0, std=1, size=param.data.size(), device=param.data.device, dtype=param.data.dtype)
+            param.data = param.data + scale * z * eps
+
+    with torch.no_grad():
+        perturb(1)
+        loss_plus = float(closure())
+        perturb(-2)
+        loss_minus = float(closure())
+        perturb(1)
+        grad = (loss_plus - loss_minus) / (2 * eps)
+        torch.manual_seed(seed)
+        for param in params:
+            z = torch.normal(mean=0, std=1, size=param.data.size(), device=param.data.device, dtype=param.data.dtype)
+            param.data = param.data - lr * grad * z
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--eps", type=float, default=1e-3)
+    args = parser.parse_args()
+    model, tokenizer = load_model(args.model)
+    task = TASKS.get("rotten_tomatoes")
+    batch = encode(task, load_splits(task)["train"][: args.batch_size], tokenizer)
+    labels = torch.tensor([ex.label for ex in batch])
+
+    def closure():
+        return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
+
+    with torch.no_grad():
+        forward = median_seconds(closure, args.repeats * 2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    seeds = iter(range(10**6))
+    reference = median_seconds(lambda: reference_mezo_step(params, closure, next(seeds), args.eps, args.lr),
+                               args.repeats)
+    print(f"{args.model}, batch {args.batch_size}, {torch.get_num_threads()} threads, median of {args.repeats} "
+          f"steps (forward pass: {forward:.3f} s)")
+    print("| step | s/step | vs its forward passes | vs reference MeZO | forward | perturb | update | other |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| two forward passes | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
+    print(f"| reference MeZO (public code) | {reference:.3f} | {reference / (2 * forward):.2f} | 1.00 | | | | |")
+    for method, options in CONFIGS:
+        opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=0, **options)
+        phases: list[dict[str, float]] = []
+
+        def step(opt=opt, phases=phases):
+            opt.step(closure)
+            phases.append(opt.last_step_seconds)
+
+        seconds = median_seconds(step, args.repeats)
+        passes = opt.forward_passes / (args.repeats + 1)
+        mean = {k: statistics.mean(p[k] for p in phases[1:]) for k in ("forward", "perturb", "update", "other")}
+        label = f"zotune {method}" + (f" ({options['perturbation']})" if options else "")
+        print(f"| {label} | {seconds:.3f} | {seconds / (passes * forward):.2f} | {seconds / reference:.2f} | "
+              + " | ".join(f"{mean[k]:.3f}" for k in ("forward", "perturb", "update", "other")) + " |", flush=True)
+        opt.remove_hooks()
+
+
+if __name__ == "__main__":
+    main()
