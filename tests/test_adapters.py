@@ -10,7 +10,7 @@ from zotune import ZOOptimizer
 from zotune.adapters import PeftSettings, apply_peft, load_adapter
 from zotune.cli import main
 from zotune.errors import ConfigError
-from zotune.replay import replay
+from zotune.replay import load_base, replay
 from zotune.seedlog import read_seed_log
 from zotune.tasks import TASKS, candidate_scores, encode
 from zotune.train.config import TrainConfig
@@ -97,10 +97,8 @@ def test_every_method_trains_an_adapter_and_replays(mode, method, tiny_model_dir
                            method_options=options), progress=False)
     assert result.steps == 6
     log = read_seed_log(tmp_path / "seeds.jsonl")
-    from transformers import AutoModelForCausalLM
-
-    base = apply_peft(AutoModelForCausalLM.from_pretrained(tiny_model_dir), PeftSettings(**log.header["peft"]),
-                      seed=log.header["peft_seed"])
+    base, _ = load_base(log)  # the tiny model with the logged adapter, from the logged seed
+    assert log.header["peft"]["mode"] == mode
     assert replay(log, base).matches_log is True
     if method == "dizo":
         rounds = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -207,18 +207,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from zotune.adapters import PeftSettings, apply_peft
-    from zotune.assets import load_model
     from zotune.durable import check_writable, replace_folder
-    from zotune.replay import replay
+    from zotune.replay import load_base, replay
     from zotune.seedlog import read_seed_log
 
     log = read_seed_log(args.log)
     check_writable(args.out)
     base = args.base or log.header["model"]
-    model, tokenizer = load_model(base, dtype=log.header["dtype"])
-    if "peft" in log.header:  # the run trained an adapter: add the same one, initialised the same way
-        model = apply_peft(model, PeftSettings(**log.header["peft"]), seed=log.header["peft_seed"])
+    model, tokenizer = load_base(log, base)
     total = len(log.steps) if args.steps is None else args.steps
     start = time.perf_counter()
     with tqdm(total=total, disable=not args.progress, desc="replay", unit="step", dynamic_ncols=True) as bar:

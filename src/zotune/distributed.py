@@ -36,17 +36,13 @@ def bytes_communicated() -> int:
     return _sent["bytes"]
 
 
-def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of a small float64 tensor over all ranks (in place); its bytes are counted."""
     import torch.distributed as dist
 
-    _sent["bytes"] += tensor.numel() * tensor.element_size()
-    dist.all_reduce(tensor)
-    return tensor
-
-
-def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum of a small float64 tensor over all ranks (in place)."""
-    return _all_reduce(values)
+    _sent["bytes"] += values.numel() * values.element_size()
+    dist.all_reduce(values)
+    return values
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def mean_over_ranks(closure: Callable[[], object], context: ParallelContext) -> 
     def averaged() -> float:
         loss = closure()
         value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
-        total = _all_reduce(torch.tensor([value], dtype=torch.float64))
+        total = sum_over_ranks(torch.tensor([value], dtype=torch.float64))
         return float(total.item()) / context.world_size
 
     return averaged

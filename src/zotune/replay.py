@@ -20,7 +20,7 @@ from zotune.errors import StateError, ZotuneWarning
 from zotune.optim import StepRecord, ZOOptimizer
 from zotune.seedlog import SeedLog, model_sha256
 
-__all__ = ["replay", "ReplayResult"]
+__all__ = ["replay", "load_base", "ReplayResult"]
 
 
 @dataclass
@@ -28,6 +28,18 @@ class ReplayResult:
     steps: int
     sha256: str
     matches_log: bool | None  # None: the log has no end hash for this many steps (an unfinished run, or --step)
+
+
+def load_base(log: SeedLog, base: str | None = None):
+    """``(model, tokenizer)`` as the logged run started: the base model (``base``, default the one the log
+    names) in the logged dtype, with the logged adapter added, initialised from the logged seed."""
+    from zotune.adapters import PeftSettings, apply_peft
+    from zotune.assets import load_model
+
+    model, tokenizer = load_model(base or log.header["model"], dtype=log.header["dtype"])
+    if "peft" in log.header:
+        model = apply_peft(model, PeftSettings(**log.header["peft"]), seed=log.header["peft_seed"])
+    return model, tokenizer
 
 
 def _mismatch(record: StepRecord, replayed: StepRecord) -> str | None:

@@ -173,11 +173,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         seed_log = None
     elif resume:
         _truncate_log(out / "metrics.jsonl", loop_state["step"])
-        if not seed_log_path.exists():
+        if seed_log_path.exists():
+            seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
+                                     resume_at=loop_state["step"])
+        else:
+            seed_log = None
             warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
                           stacklevel=2)
-        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
-                                 resume_at=loop_state["step"]) if seed_log_path.exists() else None
     else:
         adapter = {} if peft is None else {"peft": peft.to_dict(), "peft_seed": config.seed}
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
