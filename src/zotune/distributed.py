@@ -23,8 +23,8 @@ import torch
 
 from zotune.errors import ConfigError
 
-__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "mean_over_ranks", "sum_over_ranks",
-           "bytes_communicated"]
+__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "close_parallel", "mean_over_ranks",
+           "sum_over_ranks", "bytes_communicated"]
 
 PARALLEL_MODES = ("data", "directions")
 
@@ -84,6 +84,17 @@ def init_parallel(mode: str | None, *, batch_size: int) -> ParallelContext:
     if mode == "data" and batch_size % context.world_size:
         raise ConfigError(f"--batch-size {batch_size} does not split evenly over {context.world_size} processes")
     return context
+
+
+def close_parallel(context: ParallelContext) -> None:
+    """Wait for every rank, then leave the process group. A rank that exits while another still talks to it
+    makes gloo abort the process, so every rank calls this once its work is done."""
+    if context.mode is None:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def mean_over_ranks(closure: Callable[[], object], context: ParallelContext) -> Callable[[], float]:

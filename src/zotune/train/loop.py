@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from zotune.adapters import apply_peft
 from zotune.assets import fit_to_context, load_model
-from zotune.distributed import init_parallel, mean_over_ranks, sum_over_ranks
+from zotune.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import Interrupted, NonFiniteLossError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
@@ -282,6 +282,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             if seed_log:
                 seed_log.close()
     if not writes:
+        close_parallel(ranks)  # the first process is still evaluating and writing: wait for it
         return result
     records = read_jsonl(out / "metrics.jsonl")
     atomic_write(out / "loss.png", lambda tmp: plot_training(
@@ -293,4 +294,5 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             records, tmp, title=f"{optimizer.sampler.config.sampler} layer draws"))
         result.files["layers"] = str(out / "layers.png")
     atomic_write_text(out / "summary.json", json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
+    close_parallel(ranks)
     return result
