@@ -41,7 +41,8 @@ def run_parser(doc: str, *, steps: int = 100) -> argparse.ArgumentParser:
 
 
 def tracked_run(method: str, steps: int, args: argparse.Namespace, *, options: dict[str, Any] | None = None,
-                eval_every: int | None = None, train_subset: int = 0) -> tuple[list[dict], list[dict]]:
+                eval_every: int | None = None, train_subset: int = 0,
+                optimizer_options: dict[str, Any] | None = None) -> tuple[list[dict], list[dict]]:
     """Train ``method`` for ``steps`` steps on the same data and batches as every other run with these ``args``.
 
     Scores the held-out set at step 0, every ``eval_every`` steps and at the end; with ``train_subset`` > 0 also
@@ -57,7 +58,8 @@ def tracked_run(method: str, steps: int, args: argparse.Namespace, *, options: d
                        num_eval=args.num_eval, seed=0)
     train_ex, eval_ex = (encode(task, rows, tokenizer) for rows in (data.train, data.eval))
     pad = tokenizer.pad_token_id
-    opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=args.seed, method_options=options or {})
+    opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=args.seed, method_options=options or {},
+                      **(optimizer_options or {}))
 
     def closure_for(indices: list[int]):
         batch = [train_ex[i] for i in indices]

@@ -7,10 +7,12 @@ overhead. On the default model at batch 16 (same batch throughout), the script t
 - a reference MeZO step written the way MeZO's public code does it: the global RNG reseeded before each of the
   four passes over the weights (+eps, -2 eps, +eps, update), ``torch.normal`` per tensor, restore and update
   separate;
-- zotune's ``mezo`` (in-place and deferred perturbation), ``adalezo`` and ``ldsd``, each with the optimizer's own
-  breakdown (forward, perturb, update, other).
+- zotune's ``mezo`` (in-place and deferred perturbation, Gaussian and Rademacher directions), ``adalezo``,
+  ``dizo`` and ``ldsd``, each with the optimizer's own breakdown (forward, perturb, update, other).
 
-Ratios are printed against the floor of each step's own forward passes and against the reference step.
+Ratios are printed against the floor of each step's own forward passes and against the reference step. When the
+``mezo`` package from PyPI is importable (``pip install --no-deps mezo==0.0.1``: its declared pins want
+transformers < 5, its code does not), its ``mezo.update`` step is timed too, as a third-party peer.
 
     python benchmarks/step_time.py --repeats 5
 """
@@ -27,8 +29,9 @@ from zotune import ZOOptimizer
 from zotune.assets import load_model
 from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, load_splits
 
-CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}), ("adalezo", {}),
-           ("ldsd", {})]
+CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
+           ("mezo", {"directions": "rademacher"}), ("adalezo", {}), ("adalezo", {"directions": "rademacher"}),
+           ("dizo", {}), ("ldsd", {})]
 
 
 def reference_mezo_step(params: list[torch.Tensor], closure, seed: int, eps: float, lr: float) -> None:
@@ -91,6 +94,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print(f"| two forward passes | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
     print(f"| reference MeZO (public code) | {reference:.3f} | {reference / (2 * forward):.2f} | 1.00 | | | | |")
+    try:
+        import mezo as pypi_mezo
+    except ImportError:
+        print("| mezo (PyPI) | not installed: pip install --no-deps mezo==0.0.1 | | | | | | |")
+    else:
+        seconds = median_seconds(lambda: pypi_mezo.update(model, None, lambda m, _: closure(), args.eps, args.lr,
+                                                          next(seeds)), args.repeats)
+        print(f"| mezo 0.0.1 (PyPI) | {seconds:.3f} | {seconds / (2 * forward):.2f} | {seconds / reference:.2f} "
+              f"| | | | |", flush=True)
     for method, options in CONFIGS:
         opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=0, **options)
         phases: list[dict[str, float]] = []
@@ -102,7 +114,7 @@ def main() -> None:
         seconds = median_seconds(step, args.repeats)
         passes = opt.forward_passes / (args.repeats + 1)
         mean = {k: statistics.mean(p[k] for p in phases[1:]) for k in ("forward", "perturb", "update", "other")}
-        label = f"zotune {method}" + (f" ({options['perturbation']})" if options else "")
+        label = f"zotune {method}" + (f" ({', '.join(map(str, options.values()))})" if options else "")
         print(f"| {label} | {seconds:.3f} | {seconds / (passes * forward):.2f} | {seconds / reference:.2f} | "
               + " | ".join(f"{mean[k]:.3f}" for k in ("forward", "perturb", "update", "other")) + " |", flush=True)
         opt.remove_hooks()

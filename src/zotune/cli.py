@@ -151,8 +151,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(config, progress=progress)
     if not main_process:
         return 0
-    zs, fin = result.zero_shot.get("eval_accuracy"), result.final.get("eval_accuracy")
-    print(f"\nHeld-out accuracy ({config.num_eval} examples):")
+    zs, fin = result.zero_shot.get("eval_score"), result.final.get("eval_score")
+    from zotune.tasks import TASKS
+
+    metric = TASKS.get(config.task).metric
+    print(f"\nHeld-out {metric} ({config.num_eval} examples):")
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")
     if fin is not None:
@@ -196,7 +199,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
     metrics = evaluate(model, encode(task, rows, tokenizer, max_length=fit_to_context(model, args.max_length)),
-                       tokenizer.pad_token_id, batch_size=args.batch_size)
+                       tokenizer.pad_token_id, batch_size=args.batch_size, tokenizer=tokenizer)
     print(f"{args.task} {args.split} ({len(rows)} examples): " +
           ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -16,6 +16,7 @@ from zotune.errors import ConfigError, StateError, ZotuneWarning
 from zotune.methods import (
     METHODS,
     SAMPLERS,
+    Method,
     MethodConfig,
     Probe,
     SamplerConfig,
@@ -23,7 +24,7 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
-from zotune.perturb import PerturbationEngine, attach_perturbation_hooks, mix_seed
+from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.updates import UpdateContext, build_update_rule
 
 __all__ = ["ZOOptimizer", "StepRecord"]
@@ -100,6 +101,9 @@ class ZOOptimizer(torch.optim.Optimizer):
             of 3 floats per direction shares the results, and every rank applies every update. Needs
             ``n_directions`` to be a multiple of the world size, a method with the two-point probe, and
             deferred perturbation (the default then). Every rank must call ``step`` with the same batch.
+        directions: the distribution of z for methods that do not draw their own: ``gaussian`` (default, MeZO's
+            N(0, I)) or ``rademacher`` (±1 signs from a counter-based hash: the same E[z z^T] = I, so an equally
+            unbiased estimate, at a fraction of the cost of Gaussians on a CPU; see docs/performance.md).
         method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
             config that declares it (``{"sample_fraction": 0.3}`` reaches the AdaLeZO sampler).
 
@@ -130,6 +134,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         fuse_restore: bool = True,
         perturbation: str = "auto",
         direction_parallel: bool = False,
+        directions: str = "gaussian",
         method_options: dict[str, Any] | None = None,
     ) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
@@ -169,7 +174,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
         self.direction_split = _direction_world(direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
-        self.engine = PerturbationEngine(named, direction=self.method.direction,
+        self.engine = PerturbationEngine(named, direction=_direction_source(directions, self.method),
                                          deferred=perturbation == "deferred")
         self.perturbation = perturbation
         self._hooks = attach_perturbation_hooks(params, self.engine) if self.engine.deferred else []
@@ -194,7 +199,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             method=self.method.config.method, sampler=self.sampler.config.sampler, lr=lr, eps=eps, seed=seed,
             update=update, n_directions=n_directions, weight_decay=weight_decay, momentum=momentum,
             betas=list(betas), adam_eps=adam_eps, fuse_restore=fuse_restore, perturbation=perturbation,
-            method_options={**_options_of(self.method.config, "method"), **_options_of(self.sampler.config, "sampler")},
+            directions=directions, method_options={**_options_of(self.method.config, "method"), **_options_of(self.sampler.config, "sampler")},
         )
 
     @property
@@ -406,6 +411,18 @@ def _options_of(config: Any, name_key: str) -> dict[str, Any]:
     options = config.to_dict()
     options.pop(name_key, None)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def _direction_source(directions: str, method: Method) -> Any:
+    """The engine's direction: the named distribution, or the method's own ``direction`` when it overrides it."""
+    if directions not in NOISES:
+        raise ConfigError(f"Invalid directions: {directions!r} (one of {', '.join(NOISES)})")
+    if type(method).direction is Method.direction:
+        return NOISES[directions]
+    if directions != "gaussian":
+        raise ConfigError(f"method {method.config.method!r} draws its own directions; "
+                          f"directions={directions!r} does not apply to it")
+    return method.direction
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:

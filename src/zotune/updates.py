@@ -89,6 +89,7 @@ class ZOSGD(UpdateRule):
     name = "sgd"
 
     def update(self, ctx: UpdateContext) -> None:
+        jobs = []
         for b, scale, weight in ctx.plan:
             block = ctx.engine.blocks[b]
             decay = 1.0 - ctx.lr * ctx.weight_decay if block.decay else 1.0
@@ -97,7 +98,8 @@ class ZOSGD(UpdateRule):
             if restore is not None:
                 # theta_new = decay * (theta_now + r z) - lr g z: the restore is scaled by the decay too.
                 terms = [(restore[0], decay * restore[1])] + terms
-            ctx.engine.add_combination(block, _merge_seeds(terms), decay=decay)
+            jobs.append((block, _merge_seeds(terms), decay))
+        ctx.engine.apply_combinations(jobs)
 
 
 def _merge_seeds(terms: list[tuple[int, float]]) -> list[tuple[int, float]]:

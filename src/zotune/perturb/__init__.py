@@ -3,6 +3,7 @@
 from zotune.perturb.engine import Block, DirectionFn, PerturbationEngine, StepPlan, gaussian_direction
 from zotune.perturb.functional import add_noise, mix_seed
 from zotune.perturb.hooks import attach_perturbation_hooks
+from zotune.perturb.noise import NOISES, GaussianNoise, NoiseSource, RademacherNoise
 
 __all__ = [
     "Block",
@@ -10,6 +11,10 @@ __all__ = [
     "PerturbationEngine",
     "StepPlan",
     "gaussian_direction",
+    "GaussianNoise",
+    "NOISES",
+    "NoiseSource",
+    "RademacherNoise",
     "add_noise",
     "attach_perturbation_hooks",
     "mix_seed",

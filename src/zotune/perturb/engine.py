@@ -1,8 +1,12 @@
 """The seeded perturbation engine shared by every method (SPEC §1).
 
-A *block* is one named parameter tensor. Its noise for a direction seed ``s`` is regenerated on demand from a
-``torch.Generator`` seeded with ``mix_seed(s, block.index)``, so any subset of blocks can be perturbed, restored
-and updated independently, and no noise tensor is ever stored: memory is one block-sized scratch buffer.
+A *block* is one named parameter tensor. Its noise for a direction seed ``s`` is regenerated on demand from the
+seed ``mix_seed(s, block.index)``, so any subset of blocks can be perturbed, restored and updated independently,
+and no noise tensor is ever stored. With a streamable distribution (``perturb/noise.py``: Gaussian, Rademacher)
+noise is added to the weights chunk by chunk through a 4 MB scratch buffer per worker thread, so in-place
+perturbation needs no block-sized temporary, and blocks are spread over ``workers`` threads (each block's noise
+depends on its own seed only, so the result does not depend on the thread count). Methods with their own
+direction (a ``DirectionFn``) draw whole blocks, one at a time.
 
 Two ways to perturb:
 
@@ -16,14 +20,17 @@ Two ways to perturb:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
 from zotune.perturb.functional import add_noise, mix_seed
+from zotune.perturb.noise import CHUNK, NOISES, NoiseSource
 
-__all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "DirectionFn"]
+__all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "DirectionFn", "default_workers"]
 
 # direction(block, generator, out) fills ``out`` (float32, the block's shape) with one draw of z.
 DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
@@ -32,6 +39,11 @@ DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
 def gaussian_direction(block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
     """z ~ N(0, I), the MeZO direction."""
     return out.normal_(generator=generator)
+
+
+def default_workers() -> int:
+    """Threads for adding noise: torch's intra-op thread count, at most 4 (more only contend for memory)."""
+    return max(1, min(4, torch.get_num_threads()))
 
 
 @dataclass(frozen=True)
@@ -76,24 +88,33 @@ class PerturbationEngine:
 
     Args:
         named_params: ``(name, tensor)`` pairs, in the order that defines block indices.
-        direction: how a direction is drawn (default Gaussian); methods may supply their own.
+        direction: how a direction is drawn: a :class:`NoiseSource` or its name (``"gaussian"``, the default,
+            or ``"rademacher"``), streamed in chunks; or a ``DirectionFn`` of a method that draws its own.
         deferred: record perturbations instead of writing them into the weights (see the module docstring).
+        workers: threads that add noise to different blocks at once (default :func:`default_workers`).
     """
 
     def __init__(
         self,
         named_params: Iterable[tuple[str, torch.Tensor]],
-        direction: DirectionFn = gaussian_direction,
+        direction: DirectionFn | NoiseSource | str = "gaussian",
         *,
         deferred: bool = False,
+        workers: int | None = None,
     ) -> None:
         self.blocks = [
             Block(i, name, p, decay=p.dim() >= 2) for i, (name, p) in enumerate(named_params)
         ]
-        self.direction = direction
+        if isinstance(direction, str):
+            direction = NOISES[direction]
+        # A streamable distribution, or None when a method's DirectionFn draws whole blocks.
+        self.source: NoiseSource | None = direction if isinstance(direction, NoiseSource) else None
+        self.direction: DirectionFn | None = None if self.source is not None else direction
         self._generator = torch.Generator(device="cpu")
-        largest = max((b.param.numel() for b in self.blocks), default=0)
-        self._scratch = torch.empty(largest, dtype=torch.float32)
+        self._scratch: torch.Tensor | None = None  # one block-sized buffer, made when whole blocks are drawn
+        self._local = threading.local()  # per-thread chunk buffers
+        self.workers = default_workers() if workers is None else workers
+        self._pool: ThreadPoolExecutor | None = None
         # Deferred mode: block index -> {seed: coef} still to be added to theta for a forward pass.
         self.pending: dict[int, dict[int, float]] | None = {} if deferred else None
 
@@ -112,17 +133,24 @@ class PerturbationEngine:
             direction: draw with this instead of the engine's direction (LDSD regenerates the plain Gaussian
                 part of its directions this way); the generator is seeded the same.
         """
-        self._generator.manual_seed(mix_seed(seed, block.index))
-        out = self._scratch[: block.param.numel()].view(block.param.shape)
-        z = (direction or self.direction)(block, self._generator, out)
+        numel = block.param.numel()
+        if self._scratch is None or self._scratch.numel() < numel:
+            largest = max(b.param.numel() for b in self.blocks)
+            self._scratch = torch.empty(largest, dtype=torch.float32)
+        out = self._scratch[:numel].view(block.param.shape)
+        if direction is None and self.source is not None:
+            z = self.source.reader(mix_seed(seed, block.index)).fill(out)
+        else:
+            self._generator.manual_seed(mix_seed(seed, block.index))
+            z = (direction or self.direction)(block, self._generator, out)
         return z.to(block.param.device) if z.device != block.param.device else z
 
     def perturb(self, seed: int, scale: float, plan: StepPlan) -> None:
         """theta_b <- theta_b + scale * s_b * z_b for every block b in ``plan`` (recorded only, when deferred)."""
+        if self.pending is None:
+            self.apply_combinations([(self.blocks[b], [(seed, scale * s)], 1.0) for b, s, _ in plan])
+            return
         for b, block_scale, _ in plan:
-            if self.pending is None:
-                self.add_combination(self.blocks[b], [(seed, scale * block_scale)])
-                continue
             terms = self.pending.setdefault(b, {})
             # +eps, -2 eps, +eps (and LDSD's +eps, -eps) cancel exactly in float64: scaling by 2 is exact.
             coef = terms.get(seed, 0.0) + scale * block_scale
@@ -142,10 +170,10 @@ class PerturbationEngine:
         if not terms:
             return None
         out = block.param.detach().to(torch.float32, copy=True)
-        for seed, coef in terms.items():
-            out.add_(self.noise(seed, block), alpha=coef)
+        self._add_noise_terms(out, block, list(terms.items()))
         return out.to(block.param.dtype)
 
+    @torch.no_grad()  # also on worker threads, where the caller's no_grad mode does not reach
     def add_combination(
         self, block: Block, terms: Sequence[tuple[int, float]], *, decay: float = 1.0
     ) -> None:
@@ -157,11 +185,42 @@ class PerturbationEngine:
         target = param if param.dtype == torch.float32 else param.float()
         if decay != 1.0:
             target.mul_(decay)
-        for seed, coef in terms:
-            if coef != 0.0:
-                target.add_(self.noise(seed, block), alpha=coef)
+        self._add_noise_terms(target, block, terms)
         if target is not param:
             param.copy_(target)
+
+    def apply_combinations(self, jobs: Sequence[tuple[Block, Sequence[tuple[int, float]], float]]) -> None:
+        """``add_combination(block, terms, decay=decay)`` for each job, spread over the worker threads.
+
+        Blocks are independent (each has its own seeds and weights), so the threads change only the speed.
+        """
+        # Only streamed noise is thread-safe (each reader owns its generator; whole-block draws share a buffer).
+        streamed = self.source is not None and all(b.param.is_contiguous() for b, _, _ in jobs)
+        if self.workers <= 1 or not streamed or not self.source.serial or len(jobs) < 2:
+            for block, terms, decay in jobs:
+                self.add_combination(block, terms, decay=decay)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="zotune-noise")
+        # Largest first, so the threads end together; the pool hands out jobs as threads free up.
+        ordered = sorted(jobs, key=lambda job: -job[0].param.numel())
+        futures = [self._pool.submit(self.add_combination, b, t, decay=d) for b, t, d in ordered]
+        for future in futures:
+            future.result()
+
+    def _add_noise_terms(self, target: torch.Tensor, block: Block, terms: Sequence[tuple[int, float]]) -> None:
+        """target += sum coef z(seed) for a float32 tensor shaped like the block, chunk by chunk when streamable."""
+        terms = [(seed, coef) for seed, coef in terms if coef != 0.0]
+        if self.source is None or not target.is_contiguous():
+            for seed, coef in terms:
+                target.add_(self.noise(seed, block), alpha=coef)
+            return
+        readers = [(self.source.reader(mix_seed(seed, block.index)), coef) for seed, coef in terms]
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = torch.empty(CHUNK + 16, dtype=torch.float32)
+        for reader, coef in readers:
+            reader.add_to(target.view(-1), coef, buffer)
 
     def combination(
         self,

@@ -1,6 +1,6 @@
 """Tasks: templates, data loading and candidate scoring. Importing this package registers the built-ins."""
 
-from zotune.tasks import sentiment
+from zotune.tasks import choice, qa, sentiment, superglue
 from zotune.tasks.base import TASKS, Task, register_task
 from zotune.tasks.data import TaskData, load_splits, read_rows, sample_mezo
 from zotune.tasks.scoring import (
@@ -10,6 +10,8 @@ from zotune.tasks.scoring import (
     classification_loss,
     encode,
     evaluate,
+    generate_answers,
+    task_loss,
 )
 
 __all__ = [
@@ -26,5 +28,10 @@ __all__ = [
     "classification_loss",
     "accuracy",
     "evaluate",
+    "generate_answers",
+    "task_loss",
     "sentiment",
+    "superglue",
+    "choice",
+    "qa",
 ]

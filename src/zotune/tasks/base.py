@@ -26,7 +26,16 @@ class Task:
             space, so the candidate continues the prompt as a new word.
         fields: the row fields the template reads (checked on load, with the file named in the error).
         hub: ``(path, config)`` for ``datasets.load_dataset`` when no ``--data-dir`` is given, or None.
-        metric: name of the metric reported on held-out data.
+        metric: name of the metric reported on held-out data (``accuracy``, or ``f1`` for QA).
+        kind: ``classification`` (fixed verbalisers, cross-entropy over them), ``multiple_choice`` (candidates
+            per row from ``choices``, LM loss on the correct one) or ``generation`` (QA: LM loss on the first
+            gold answer, greedy decoding scored by EM/F1 against ``answers``).
+        choices: row -> candidate texts, for multiple choice.
+        label_of: row -> index of the correct choice, for data without a ``label`` field (ReCoRD).
+        answers: row -> gold answer texts, for generation.
+
+    Prompts longer than the token budget are cut from the left (``encode``), so every template puts what must
+    survive, the question and the candidates, at its end.
     """
 
     name: str
@@ -36,12 +45,31 @@ class Task:
     fields: tuple[str, ...]
     hub: tuple[str, str | None] | None = None
     metric: str = "accuracy"
+    kind: str = "classification"
+    choices: Callable[[dict], tuple[str, ...]] | None = None
+    answers: Callable[[dict], tuple[str, ...]] | None = None
+    label_of: Callable[[dict], int] | None = None
 
     def prompt(self, row: dict) -> str:
         return self.template(row)
 
     def candidates(self, row: dict) -> tuple[str, ...]:
+        if self.choices is not None:
+            return self.choices(row)
+        if self.answers is not None:
+            return (" " + self.gold_answers(row)[0],)
         return self.verbalizers
+
+    def gold_answers(self, row: dict) -> tuple[str, ...]:
+        """The gold answers of a generation task's row.
+
+        Raises:
+            DataError: the row has no answer.
+        """
+        golds = tuple(a.strip() for a in self.answers(row) if a.strip()) if self.answers else ()
+        if not golds:
+            raise DataError(f"{self.name}: the row has no gold answer")
+        return golds
 
     def label(self, row: dict) -> int:
         """The index of the correct candidate.
@@ -49,6 +77,14 @@ class Task:
         Raises:
             DataError: the label is missing, not an integer, or not among the candidates.
         """
+        if self.kind == "generation":
+            return 0
+        if self.choices is not None:
+            count = len(self.choices(row))
+            value = self.label_of(row) if self.label_of else row.get("label")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+                raise DataError(f"{self.name}: label {value!r} is not an index among the row's {count} choices")
+            return value
         value = row.get("label")
         if isinstance(value, bool) or not isinstance(value, int):
             raise DataError(f"{self.name}: label {value!r} is not an integer class index")

@@ -105,10 +105,14 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
         splits = {}
         for split in _SPLITS:
             path = _find_split(folder, split)
+            if path is None and split == "train" and _find_split(folder, "validation") is not None:
+                continue  # split from validation below
             if path is None:
                 raise DataError(f"No {split}.jsonl or {split}.csv in {folder} for task {task.name!r}")
             splits[split] = read_rows(path)
             _check_fields(task, splits[split], str(path))
+        if "train" not in splits:
+            return _split_validation(task, splits["validation"], folder)
         return splits
     if task.name in BUILTIN_DATASETS:
         rows = read_rotten_tomatoes(fetch_dataset(task.name))
@@ -131,6 +135,16 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
     for split, rows in splits.items():
         _check_fields(task, rows, f"{task.hub}[{split}]")
     return splits
+
+
+def _split_validation(task: Task, rows: list[dict], folder: Path) -> dict[str, list[dict]]:
+    """A folder with only ``validation`` (BoolQ and SQuAD in the offline pack): halves, from a fixed seed."""
+    warnings.warn(f"{folder} has no train split for {task.name!r}: training and dev rows come from one half of "
+                  f"validation, held-out rows from the other (fixed seed {_BUILTIN_SPLIT_SEED})", stacklevel=3)
+    order = list(range(len(rows)))
+    random.Random(_BUILTIN_SPLIT_SEED).shuffle(order)
+    cut = len(rows) // 2
+    return {"train": [rows[i] for i in order[:cut]], "validation": [rows[i] for i in order[cut:]]}
 
 
 def sample_mezo(

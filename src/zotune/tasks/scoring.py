@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from zotune.errors import DataError
 from zotune.tasks.base import Task
+from zotune.tasks.qa import exact_match, f1_score
 
-__all__ = ["Encoded", "encode", "candidate_scores", "classification_loss", "accuracy", "evaluate"]
+__all__ = ["Encoded", "encode", "candidate_scores", "classification_loss", "task_loss", "accuracy", "evaluate",
+           "generate_answers"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Encoded:
     prompt: tuple[int, ...]
     candidates: tuple[tuple[int, ...], ...]
     label: int
+    answers: tuple[str, ...] = ()  # gold answers of a generation task, for EM/F1
 
 
 def encode(task: Task, rows: Sequence[dict], tokenizer, *, max_length: int = 512) -> list[Encoded]:
@@ -57,7 +60,8 @@ def encode(task: Task, rows: Sequence[dict], tokenizer, *, max_length: int = 512
         if budget < 1:
             raise DataError(f"{task.name}: row {i + 1}: a candidate of {max(len(c) for c in cands)} tokens leaves "
                             f"no room for the prompt in max_length {max_length}")
-        out.append(Encoded(prompt[-budget:] if len(prompt) > budget else prompt, tuple(cands), label))
+        answers = task.gold_answers(row) if task.kind == "generation" else ()
+        out.append(Encoded(prompt[-budget:] if len(prompt) > budget else prompt, tuple(cands), label, answers))
     return out
 
 
@@ -108,21 +112,92 @@ def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(scores, labels.to(scores.device))
 
 
+def task_loss(task: Task, model, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
+    """The training loss of SPEC §6: cross-entropy over the candidates for classification; for multiple choice
+    and QA the LM loss (mean token negative log-likelihood, averaged over the batch's examples) of the correct
+    candidate alone, so the other candidates cost no forward pass."""
+    if task.kind == "classification":
+        labels = torch.tensor([ex.label for ex in batch])
+        return classification_loss(candidate_scores(model, batch, pad_id), labels)
+    correct = [Encoded(ex.prompt, (ex.candidates[ex.label],), 0) for ex in batch]
+    return -candidate_scores(model, correct, pad_id).mean()
+
+
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose highest-scoring candidate is the label."""
     return (scores.argmax(-1).cpu() == labels.cpu()).float().mean().item()
 
 
 def evaluate(
-    model, examples: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, desc: str | None = None
+    model, examples: Sequence[Encoded], pad_id: int, *, batch_size: int = 32, desc: str | None = None,
+    tokenizer=None, max_new_tokens: int = 50,
 ) -> dict[str, float]:
-    """Accuracy and mean loss of ``model`` on encoded examples; ``desc`` shows a progress bar with that label."""
-    all_scores, labels = [], []
+    """Score ``model`` on encoded examples; ``desc`` shows a progress bar with that label.
+
+    Returns ``accuracy`` and ``loss`` (cross-entropy over the candidates) for classification and multiple choice;
+    ``em``, ``f1`` and ``loss`` (LM loss of the first gold answer) for examples with gold answers (QA, decoded
+    greedily, which needs ``tokenizer``). ``score`` is the task's main metric: accuracy, or F1 for QA.
+    """
+    if examples and examples[0].answers:
+        if tokenizer is None:
+            raise ValueError("evaluating a generation task needs the tokenizer")
+        return _evaluate_generation(model, examples, pad_id, tokenizer, batch_size, desc, max_new_tokens)
+    # Multiple-choice rows may differ in their number of candidates (ReCoRD): batch equal counts together.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].candidates))
+    batches = [[examples[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
+    batches = [group for batch in batches for group in _by_candidate_count(batch)]
+    correct, loss_sum = 0, 0.0
+    for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch", dynamic_ncols=True):
+        scores = candidate_scores(model, batch, pad_id).cpu()
+        target = torch.tensor([ex.label for ex in batch])
+        correct += int((scores.argmax(-1) == target).sum())
+        loss_sum += F.cross_entropy(scores, target, reduction="sum").item()
+    count = max(len(examples), 1)
+    return {"accuracy": correct / count, "loss": loss_sum / count, "score": correct / count}
+
+
+def _by_candidate_count(batch: list[Encoded]) -> list[list[Encoded]]:
+    groups: dict[int, list[Encoded]] = {}
+    for ex in batch:
+        groups.setdefault(len(ex.candidates), []).append(ex)
+    return list(groups.values())
+
+
+def _evaluate_generation(model, examples, pad_id, tokenizer, batch_size, desc, max_new_tokens):
+    em = f1 = loss = 0.0
     starts = range(0, len(examples), batch_size)
     for start in tqdm(starts, desc=desc, disable=desc is None, leave=False, unit="batch", dynamic_ncols=True):
         batch = examples[start : start + batch_size]
-        all_scores.append(candidate_scores(model, batch, pad_id).cpu())
-        labels.extend(ex.label for ex in batch)
-    scores = torch.cat(all_scores)
-    target = torch.tensor(labels)
-    return {"accuracy": accuracy(scores, target), "loss": classification_loss(scores, target).item()}
+        predictions = generate_answers(model, batch, tokenizer, pad_id, max_new_tokens=max_new_tokens)
+        for ex, prediction in zip(batch, predictions):
+            em += exact_match(prediction, ex.answers)
+            f1 += f1_score(prediction, ex.answers)
+        loss -= candidate_scores(model, batch, pad_id).sum().item()
+    count = max(len(examples), 1)
+    return {"em": em / count, "f1": f1 / count, "loss": loss / count, "score": f1 / count}
+
+
+_NEWLINE_IDS: dict[int, list[int]] = {}
+
+
+def _newline_token_ids(tokenizer) -> list[int]:
+    """Every token whose text contains a newline: greedy decoding stops at any of them (MeZO's rule)."""
+    key = id(tokenizer)
+    if key not in _NEWLINE_IDS:
+        ids = [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+        _NEWLINE_IDS[key] = ids
+    return _NEWLINE_IDS[key]
+
+
+@torch.inference_mode()
+def generate_answers(model, batch: Sequence[Encoded], tokenizer, pad_id: int, *, max_new_tokens: int = 50
+                     ) -> list[str]:
+    """Greedy continuations of the prompts, each cut at its first newline and stripped."""
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in _left_padded([ex.prompt for ex in batch], pad_id).items()
+              if k != "position_ids"}
+    stop = _newline_token_ids(tokenizer) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                            pad_token_id=pad_id)
+    texts = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [text.split("\n")[0].strip() for text in texts]

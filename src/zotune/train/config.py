@@ -41,12 +41,18 @@ class TrainConfig:
     parallel: str | None = field(default=None, metadata={
         "help": "under torchrun: data (each process a shard of the batch) or directions (each process "
                 "its own --n-directions directions)"})
-    steps: int = field(default=60, metadata={"help": "optimizer steps"})
+    steps: int = field(default=60, metadata={"help": "optimizer steps (at most, with a pass or time budget)"})
+    max_forward_passes: int | None = field(default=None, metadata={
+        "help": "stop once this many forward passes are spent (a fair budget across methods)"})
+    max_seconds: float | None = field(default=None, metadata={
+        "help": "stop once training (evaluations excluded) has taken this many seconds"})
     lr: float | None = field(default=None, metadata={
         "help": "learning rate; default 1e-4 (tuned for the default model), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
     eps: float | None = field(default=None, metadata={
         "help": "perturbation scale; default 1e-3, with --peft MeZO's: lora 1e-2, prefix 1e-1"})
     n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
+    directions: str = field(default="gaussian", metadata={
+        "help": "distribution of z: gaussian (MeZO's) or rademacher (±1 signs, cheaper on CPUs)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
@@ -86,6 +92,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not low_ok):
                 problems.append(f"Invalid {name}: {value!r} (must be a number {'>=' if low_ok else '>'} 0)")
+        for name in ("max_forward_passes", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
+                problems.append(f"Invalid {name}: {value!r} (must be a number > 0)")
         if not isinstance(self.method_options, dict):
             problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         if problems:

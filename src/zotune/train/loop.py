@@ -26,12 +26,11 @@ from zotune.perturb import mix_seed
 from zotune.seedlog import SeedLogWriter
 from zotune.tasks import (
     TASKS,
-    candidate_scores,
-    classification_loss,
     encode,
     evaluate,
     load_splits,
     sample_mezo,
+    task_loss,
 )
 from zotune.train.checkpoint import (
     find_checkpoint,
@@ -143,7 +142,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             update=config.update, sampler=config.sampler,
                             n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
                             direction_parallel=by_directions, weight_decay=config.weight_decay,
-                            method_options=config.method_options)
+                            directions=config.directions, method_options=config.method_options)
 
     def save_best() -> None:
         if writes:
@@ -151,14 +150,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     def batch_closure(indices: list[int]):
         batch = [train_ex[i] for i in ranks.shard(indices)]  # data parallelism: this rank's part
-        labels = torch.tensor([ex.label for ex in batch])
-        return mean_over_ranks(lambda: classification_loss(candidate_scores(model, batch, pad_id), labels), ranks)
+        return mean_over_ranks(lambda: task_loss(task, model, batch, pad_id), ranks)
 
     def score(examples, name: str) -> dict[str, float]:
         if not examples or not writes:  # replicas are identical: the first process evaluates for all
             return {}
         return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size,
-                        desc=f"eval {name}" if progress else None)
+                        desc=f"eval {name}" if progress else None, tokenizer=tokenizer)
 
     result = TrainResult(output_dir=str(out))
     loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
@@ -206,7 +204,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex, "held-out zero-shot").items()})
                 logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
                 loop_state["zero_shot"] = result.zero_shot
-                loop_state["best_dev"] = result.zero_shot.get("dev_accuracy", -1.0)
+                loop_state["best_dev"] = result.zero_shot.get("dev_score", -1.0)
                 loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
                 if config.save_best:
                     save_best()
@@ -240,7 +238,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 if math.isfinite(loss):
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 stopping = stop_requested()
-                if done % config.eval_steps == 0 or done == config.steps:
+                # A budget in forward passes or seconds ends the run like its last step would.
+                exhausted = bool(
+                    (config.max_forward_passes and optimizer.forward_passes >= config.max_forward_passes)
+                    or (config.max_seconds
+                        and loop_state["train_seconds"] + time.perf_counter() - clock >= config.max_seconds))
+                if done % config.eval_steps == 0 or done == config.steps or exhausted:
                     loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
                     dev = score(dev_ex, "dev")
                     if dev:
@@ -248,9 +251,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                     sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
                     if sampled:
                         logger.log({"kind": "sampler", "step": done, **sampled})
-                    # Best by dev accuracy; ties (common on small dev sets) go to the lower dev loss.
-                    if dev and (dev["accuracy"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
-                        loop_state.update(best_dev=dev["accuracy"], best_dev_loss=dev["loss"], best_step=done)
+                    # Best by the dev metric; ties (common on small dev sets) go to the lower dev loss.
+                    if dev and (dev["score"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
+                        loop_state.update(best_dev=dev["score"], best_dev_loss=dev["loss"], best_step=done)
                         if config.save_best:
                             save_best()
                     checkpoint(done)
@@ -258,6 +261,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 elif stopping:
                     loop_state["train_seconds"] += time.perf_counter() - clock
                     checkpoint(done)
+                if exhausted and not stopping:
+                    break
                 if stopping:  # SIGINT/SIGTERM: the checkpoint above holds this step
                     bar.close()
                     signum = stop.signum or signal.SIGTERM  # another rank got it

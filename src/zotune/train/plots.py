@@ -22,8 +22,8 @@ def plot_training(records: list[dict[str, Any]], path: str | Path, *, title: str
     plt = _pyplot()
 
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None]
-    dev = [(0, r["dev_accuracy"]) for r in records if r.get("kind") == "zero_shot" and "dev_accuracy" in r]
-    dev += [(r["step"], r["accuracy"]) for r in records if r.get("kind") == "dev" and "accuracy" in r]
+    dev = [(0, r["dev_score"]) for r in records if r.get("kind") == "zero_shot" and "dev_score" in r]
+    dev += [(r["step"], r["score"]) for r in records if r.get("kind") == "dev" and "score" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         steps, losses = zip(*train)
@@ -37,8 +37,8 @@ def plot_training(records: list[dict[str, Any]], path: str | Path, *, title: str
     ax.set_ylabel("training loss")
     if dev:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*dev), "o-", color="tab:orange", label="dev accuracy")
-        ax2.set_ylabel("dev accuracy")
+        ax2.plot(*zip(*dev), "o-", color="tab:orange", label="dev metric")
+        ax2.set_ylabel("dev metric (accuracy or F1)")
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
     ax.set_title(title)

@@ -1,0 +1,208 @@
+"""Direction distributions as seeded streams: a block's noise is read chunk by chunk, never stored whole.
+
+A :class:`NoiseSource` turns a seed into a :class:`NoiseReader` that fills consecutive chunks of one block's z.
+Reading a block in chunks gives exactly the values of reading it in one go, so the engine can add noise to a
+weight tensor through a small scratch buffer (memory stays at inference level) and several blocks can be
+perturbed at once on worker threads (each reader owns its generator).
+
+- :class:`GaussianNoise` (``"gaussian"``, the default and MeZO's): z ~ N(0, I) from torch's CPU generator.
+  ``normal_`` consumes its generator in groups of 16, so chunks of a multiple of 16 elements (the last one at
+  least 16 long) reproduce the whole-tensor draw bit for bit; the engine's chunking keeps to that.
+- :class:`RademacherNoise` (``"rademacher"``): z_i = ±1 from a counter-based hash of (seed, i). E[z z^T] = I, so
+  SPSA with it is as unbiased as with Gaussians, and it costs a few integer operations per weight instead of a
+  Box-Muller transform. The kernel is fused by ``torch.compile`` when a C++ compiler is there, and runs as plain
+  torch integer ops otherwise; both give the same signs bit for bit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["CHUNK", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
+           "add_rademacher_signs"]
+
+# normal_ consumes its generator in groups of 16 values: chunk boundaries on multiples of 16 keep streams exact.
+CHUNK = 1 << 20
+
+
+def chunks(numel: int, size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of ``size`` elements; a last range shorter than 16 joins the one before it."""
+    bounds = list(range(0, numel, size)) + [numel]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 16:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class NoiseReader:
+    """Reads one block's z in order: each call continues where the last one stopped."""
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (float32) with the next ``out.numel()`` values and return it."""
+        raise NotImplementedError
+
+    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor) -> None:
+        """``target += coef * z`` for a flat float32 ``target``, drawing z chunk by chunk into ``buffer``.
+
+        Args:
+            buffer: float32 CPU scratch of ``CHUNK + 16`` elements (a last chunk shorter than 16 joins the one
+                before it, as ``normal_`` needs).
+        """
+        for start, stop in chunks(target.numel(), buffer.numel() - 16):
+            piece = target[start:stop]
+            z = self.fill(buffer[: stop - start])
+            piece.add_(z if z.device == piece.device else z.to(piece.device), alpha=coef)
+
+
+class NoiseSource:
+    """A direction distribution readable as a stream (see the module docstring).
+
+    Attributes:
+        serial: whether one stream is drawn on one thread (torch's ``normal_``), so that the engine gains by
+            drawing several blocks at once; False for kernels that already use every thread.
+    """
+
+    name = ""
+    serial = True
+
+    def reader(self, seed: int) -> NoiseReader:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GaussianNoise(NoiseSource):
+    """z ~ N(0, I) from ``torch.Generator(seed)``: MeZO's direction."""
+
+    name = "gaussian"
+
+    def reader(self, seed: int) -> NoiseReader:
+        return _GaussianReader(seed)
+
+
+class _GaussianReader(NoiseReader):
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        return out.normal_(generator=self.generator)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _to_int32(value: int) -> int:
+    """The two's-complement int32 holding the 32-bit pattern ``value``."""
+    value &= _MASK32
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (two xorshift-multiply rounds; C. Wellons' 'hash prospector' constants).
+
+    int32 tensors hold the uint32 bit patterns: products wrap modulo 2^32 as unsigned ones do, and each right
+    shift is masked to make it logical.
+    """
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x21F0AAAD
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * 0x735A2D97
+    return x ^ ((x >> 15) & 0x1FFFF)
+
+
+def _signs(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    counter = torch.arange(numel, dtype=torch.int32, device=keys.device) + start
+    bits = _hash32(_hash32(counter ^ keys[0]) ^ keys[1])
+    # The top bit decides: an arithmetic shift gives -1 or 0, and | 1 makes it -1 or +1.
+    return ((bits >> 31) | 1).to(torch.float32)
+
+
+def rademacher_signs(out: torch.Tensor, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Fill flat float32 ``out`` with the signs of elements ``start, start+1, ...`` of the stream ``keys``.
+
+    Args:
+        out: a contiguous 1-D float32 tensor.
+        keys: int32 ``[k0, k1]``, the stream's key.
+        start: int32 scalar tensor, the counter of ``out[0]``.
+    """
+    return out.copy_(_signs(out.numel(), keys, start))
+
+
+def add_rademacher_signs(target: torch.Tensor, keys: torch.Tensor, start: torch.Tensor,
+                         coef: torch.Tensor) -> torch.Tensor:
+    """``target += coef * signs`` for flat float32 ``target``: the same values as ``rademacher_signs``."""
+    return target.add_(_signs(target.numel(), keys, start) * coef)
+
+
+_kernels: dict[str, Callable] = {}
+
+
+def _kernel(fn: Callable) -> Callable:
+    """``fn`` fused by torch.compile (one pass over memory, no integer temporaries), else ``fn`` itself.
+
+    The first call compiles, then checks the fused kernel against the eager ops. It compiles on a chunk-sized
+    input: inductor sizes its threading for the shapes it first sees, and a small one gives a serial kernel.
+    """
+    if fn.__name__ not in _kernels:
+        try:
+            compiled = torch.compile(fn, dynamic=True)
+            keys = torch.tensor([1, 2], dtype=torch.int32)
+            start = torch.tensor(5, dtype=torch.int32)
+            extra = (torch.tensor(0.5),) if fn is add_rademacher_signs else ()
+            fused = compiled(torch.zeros(1 << 20), keys, start, *extra)
+            if not torch.equal(fused, fn(torch.zeros(1 << 20), keys, start, *extra)):
+                raise RuntimeError("the compiled kernel disagrees with the eager ops")
+            _kernels[fn.__name__] = compiled
+        except Exception as exc:  # no C++ compiler, an unsupported platform: eager ops give the same signs
+            warnings.warn(f"Rademacher noise runs unfused ({type(exc).__name__}: {exc}); it is slower, not different",
+                          RuntimeWarning, stacklevel=4)
+            _kernels[fn.__name__] = fn
+    return _kernels[fn.__name__]
+
+
+class RademacherNoise(NoiseSource):
+    """z_i = ±1 with probability 1/2 each, from a counter-based hash of (seed, i).
+
+    Args:
+        fused: use the torch.compile'd kernels (default); False runs the same arithmetic as eager ops.
+    """
+
+    name = "rademacher"
+    serial = False
+
+    def __init__(self, fused: bool = True) -> None:
+        self.fused = fused
+
+    def reader(self, seed: int) -> NoiseReader:
+        return _RademacherReader(seed, self.fused)
+
+
+class _RademacherReader(NoiseReader):
+    def __init__(self, seed: int, fused: bool) -> None:
+        self.keys = torch.tensor([_to_int32(seed), _to_int32(seed >> 32)], dtype=torch.int32)
+        self.fused = fused
+        self.position = 0
+
+    def _advance(self, numel: int) -> torch.Tensor:
+        if self.position + numel >= 1 << 31:
+            raise ValueError("Rademacher noise supports blocks of fewer than 2^31 elements")
+        start = torch.tensor(self.position, dtype=torch.int32)
+        self.position += numel
+        return start
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        kernel = _kernel(rademacher_signs) if self.fused else rademacher_signs
+        kernel(out.view(-1), self.keys, self._advance(out.numel()))
+        return out
+
+    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor) -> None:
+        if target.device.type != "cpu":
+            return super().add_to(target, coef, buffer)
+        kernel = _kernel(add_rademacher_signs) if self.fused else add_rademacher_signs
+        kernel(target.view(-1), self.keys, self._advance(target.numel()), torch.tensor(coef))
+
+
+NOISES: dict[str, NoiseSource] = {source.name: source for source in (GaussianNoise(), RademacherNoise())}
