@@ -23,38 +23,29 @@ from pathlib import Path
 WORKLOADS = ["inference", "zo-mezo", "zo-mezo-rademacher", "zo-adalezo", "zo-dizo", "zo-ldsd", "adamw"]
 
 
-def _peak_kib() -> int:
+def _status_kib(field: str) -> int:
+    """A KiB figure of /proc/self/status: ``VmRSS`` (resident now) or ``VmHWM`` (peak resident)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _current_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def measure(workload: str, args: argparse.Namespace) -> dict[str, float]:
     """Run one workload in this process and return its peak and baseline RSS in MiB."""
     import torch
+    from common import fixed_batch
 
     from zotune import ZOOptimizer
-    from zotune.assets import load_model
-    from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, load_splits
+    from zotune.tasks import candidate_scores, classification_loss
 
-    model, tokenizer = load_model(args.model)
-    task = TASKS.get("rotten_tomatoes")
-    batch = encode(task, load_splits(task)["train"][: args.batch_size], tokenizer)
-    labels = torch.tensor([ex.label for ex in batch])
+    model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size)
 
     def loss():
         return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
 
     gc.collect()
-    baseline = _current_kib()
+    baseline = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     if workload == "inference":
         with torch.no_grad():
@@ -76,7 +67,7 @@ def measure(workload: str, args: argparse.Namespace) -> dict[str, float]:
             opt.step()
     else:
         raise ValueError(f"unknown workload {workload!r}")
-    return {"peak_mib": _peak_kib() / 1024, "weights_and_runtime_mib": baseline / 1024}
+    return {"peak_mib": _status_kib("VmHWM") / 1024, "weights_and_runtime_mib": baseline / 1024}
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ import statistics
 import time
 
 import torch
+from common import fixed_batch
 
 from zotune import ZOOptimizer
-from zotune.assets import load_model
-from zotune.tasks import TASKS, candidate_scores, classification_loss, encode, load_splits
+from zotune.tasks import candidate_scores, classification_loss
 
 CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
            ("mezo", {"directions": "rademacher"}), ("adalezo", {}), ("adalezo", {"directions": "rademacher"}),
@@ -74,10 +74,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--eps", type=float, default=1e-3)
     args = parser.parse_args()
-    model, tokenizer = load_model(args.model)
-    task = TASKS.get("rotten_tomatoes")
-    batch = encode(task, load_splits(task)["train"][: args.batch_size], tokenizer)
-    labels = torch.tensor([ex.label for ex in batch])
+    model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size)
 
     def closure():
         return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
