@@ -1,4 +1,4 @@
-"""The ``zotune`` command line: ``train``, ``eval``, ``replay`` and ``list``.
+"""The ``zotune`` command line: ``train``, ``eval``, ``replay``, ``bench``, ``meta-train`` and ``list``.
 
 The only module that prints, reads the environment for logging, or seeds the process. Every ``ZotuneError``
 becomes one line on stderr and exit code 2.
@@ -15,6 +15,7 @@ import types
 import typing
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zotune.errors import ConfigError, Interrupted, ZotuneError, ZotuneWarning
@@ -22,8 +23,8 @@ from zotune.errors import ConfigError, Interrupted, ZotuneError, ZotuneWarning
 __all__ = ["main", "build_parser"]
 
 
-def _field_type(field: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(_train_config_cls())[field.name]
+def _field_type(field: dataclasses.Field, owner: type | None = None) -> type:
+    hint = typing.get_type_hints(owner or _train_config_cls())[field.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return args[0]
@@ -118,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--steps", type=int, help="replay only the first STEPS steps (e.g. the best-dev step)")
     rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    bench = sub.add_parser("bench", help="run a grid of methods x tasks x seeds from a YAML file and write a CSV, "
+                                         "a markdown table and plots")
+    bench.add_argument("grid", help="the grid's YAML file (see configs/bench/)")
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument("--isolate", dest="isolate", action="store_true", default=None,
+                      help="run each run in its own process (default: the grid's `isolate` setting)")
+    mode.add_argument("--in-process", dest="isolate", action="store_false", help="run every run in this process")
+    bench.add_argument("--force", action="store_true", help="rerun finished runs from scratch")
+    bench.add_argument("--report-only", action="store_true",
+                       help="run nothing: write the CSV, table and plots from the runs finished so far")
+    bench.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    meta = sub.add_parser("meta-train", help="meta-train a ZO Fine-tuner controller for a model on one task",
+                          argument_default=argparse.SUPPRESS)
+    from zotune.methods.zo_finetuner.meta import MetaRecipe
+    from zotune.train.meta import MetaTrainConfig
+
+    for owner in (MetaTrainConfig, MetaRecipe):
+        for field in dataclasses.fields(owner):
+            if field.name in ("recipe", "resume"):
+                continue
+            default = field.default if field.default is not dataclasses.MISSING else None
+            meta.add_argument("--" + field.name.replace("_", "-"), type=_field_type(field, owner),
+                              metavar=field.name.upper(), help=f"{field.metadata.get('help', '')} (default: {default})")
+    meta.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    meta.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
     sub.add_parser("list", help="list methods, update rules, tasks and built-in assets")
     return parser
 
@@ -189,7 +217,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         model = load_adapter(model, args.adapter)
     if args.checkpoint:
-        from pathlib import Path
 
         weights = Path(args.checkpoint) / WEIGHTS
         if not weights.is_file():
@@ -236,6 +263,60 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from zotune.bench import load_bench_config, run_grid, write_report
+
+    config = load_bench_config(args.grid)
+    failed = []
+    if not args.report_only:
+        def report(event: str, run, index: int, total: int) -> None:
+            what = f"[{index + 1}/{total}] {run.method} on {run.task}, seed {run.seed}"
+            if event == "skip":
+                print(f"{what}: finished before, skipped", flush=True)
+            elif event == "start":
+                print(f"{what} -> {run.output_dir}", flush=True)
+
+        outcomes = run_grid(config, isolate=args.isolate, force=args.force, progress=args.progress,
+                            on_event=report)
+        failed = [o for o in outcomes if o.status == "failed"]
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "resumed", "skipped", "failed")}
+        print("runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    files = write_report(config)
+    print((Path(files["table"])).read_text(encoding="utf-8").split("## Final training loss")[0].rstrip())
+    for name, path in files.items():
+        print(f"  {name:<22} {path}")
+    for outcome in failed:
+        print(f"zotune: error: {outcome.run.method} on {outcome.run.task}, seed {outcome.run.seed} failed: "
+              f"{outcome.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_meta_train(args: argparse.Namespace) -> int:
+    from zotune.methods.zo_finetuner.meta import MetaRecipe
+    from zotune.train.meta import MetaTrainConfig, meta_train
+
+    values = dict(vars(args))
+    progress = values.pop("progress", True)
+    values.pop("command", None)
+    recipe_keys = {f.name for f in dataclasses.fields(MetaRecipe)}
+    recipe = MetaRecipe(**{k: v for k, v in values.items() if k in recipe_keys})
+    config = MetaTrainConfig(**{k: v for k, v in values.items() if k not in recipe_keys}, recipe=recipe)
+    import torch
+
+    torch.manual_seed(recipe.seed)
+    print(f"zotune: meta-training a ZO Fine-tuner controller for {config.model} on {config.task}: "
+          f"{recipe.epochs} epochs (reset every {recipe.reset_every}), batch {recipe.batch_size}, "
+          f"model lr {recipe.model_lr}, meta lr {recipe.meta_lr}, alpha {recipe.alpha}", flush=True)
+    result = meta_train(config, progress=progress)
+    done = "" if result.steps == result.total_steps else f" (of {result.total_steps}; --resume goes on)"
+    print(f"{result.steps} meta steps{done} in {result.seconds:.0f} s; last loss {result.last.get('loss', 0):.4f}, "
+          f"meta-loss {result.last.get('meta_loss', 0):.4f}")
+    print(f"  controller {result.controller}  (use: zotune train --method zo-finetuner "
+          f"--option controller={result.controller})")
+    print(f"  logs       {config.output_dir}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
     from zotune.methods import METHODS, SAMPLERS
@@ -268,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "list": _cmd_list}[args.command]
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "bench": _cmd_bench,
+                   "meta-train": _cmd_meta_train, "list": _cmd_list}[args.command]
         return handler(args)
     except ZotuneError as exc:
         print(f"zotune: error: {exc}", file=sys.stderr)

@@ -77,9 +77,16 @@ def _left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
-@torch.inference_mode()
-def candidate_scores(model, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
-    """Mean per-token log-likelihood of every candidate, shape ``[batch, num_candidates]`` (float32)."""
+def candidate_scores(model, batch: Sequence[Encoded], pad_id: int, *, grad: bool = False) -> torch.Tensor:
+    """Mean per-token log-likelihood of every candidate, shape ``[batch, num_candidates]`` (float32).
+
+    Runs in inference mode unless ``grad`` (first-order steps, ZO Fine-tuner's meta-training).
+    """
+    with torch.inference_mode(not grad):
+        return _candidate_scores(model, batch, pad_id)
+
+
+def _candidate_scores(model, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
     device = next(model.parameters()).device
     num_cands = len(batch[0].candidates)
     if any(len(ex.candidates) != num_cands for ex in batch):
@@ -112,15 +119,15 @@ def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(scores, labels.to(scores.device))
 
 
-def task_loss(task: Task, model, batch: Sequence[Encoded], pad_id: int) -> torch.Tensor:
+def task_loss(task: Task, model, batch: Sequence[Encoded], pad_id: int, *, grad: bool = False) -> torch.Tensor:
     """The training loss of SPEC §6: cross-entropy over the candidates for classification; for multiple choice
     and QA the LM loss (mean token negative log-likelihood, averaged over the batch's examples) of the correct
-    candidate alone, so the other candidates cost no forward pass."""
+    candidate alone, so the other candidates cost no forward pass. ``grad``: build the autograd graph."""
     if task.kind == "classification":
         labels = torch.tensor([ex.label for ex in batch])
-        return classification_loss(candidate_scores(model, batch, pad_id), labels)
+        return classification_loss(candidate_scores(model, batch, pad_id, grad=grad), labels)
     correct = [Encoded(ex.prompt, (ex.candidates[ex.label],), 0) for ex in batch]
-    return -candidate_scores(model, correct, pad_id).mean()
+    return -candidate_scores(model, correct, pad_id, grad=grad).mean()
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -44,7 +44,7 @@ from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
-__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices"]
+__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def fresh_batch_indices(step: int, probe: int, num_examples: int, batch_size: in
     return batch_indices(probe, num_examples, batch_size, mix_seed(seed, step, _FRESH_STREAM))
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Drop records written after the checkpoint at ``step`` (a run killed between checkpoints logged steps
     that the resumed run will log again)."""
     if path.exists():
@@ -170,7 +170,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     if not writes:
         seed_log = None
     elif resume:
-        _truncate_log(out / "metrics.jsonl", loop_state["step"])
+        truncate_log(out / "metrics.jsonl", loop_state["step"])
         if seed_log_path.exists():
             seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                      resume_at=loop_state["step"])

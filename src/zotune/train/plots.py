@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_training", "plot_layer_draws"]
+__all__ = ["plot_training", "plot_layer_draws", "pyplot"]
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _pyplot():
 
 def plot_training(records: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Training loss (raw and smoothed) against step, with dev accuracy on a second axis."""
-    plt = _pyplot()
+    plt = pyplot()
 
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and r.get("loss") is not None]
     dev = [(0, r["dev_score"]) for r in records if r.get("kind") == "zero_shot" and "dev_score" in r]
@@ -50,7 +50,7 @@ def plot_training(records: list[dict[str, Any]], path: str | Path, *, title: str
 
 def plot_layer_draws(records: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """A heat map of how often each layer (arm) was drawn per evaluation interval, as a share of the draws."""
-    plt = _pyplot()
+    plt = pyplot()
     reports = [r for r in records if r.get("kind") == "sampler" and "draws" in r]
     arms = reports[-1]["arms"]
     shares = []

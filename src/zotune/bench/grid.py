@@ -1,0 +1,148 @@
+"""A benchmark grid: methods × tasks × seeds from one YAML file, expanded into one ``TrainConfig`` per run.
+
+The file::
+
+    output_dir: runs/bench            # runs/<method>/<task>/seed<s>/, results.csv, results.md, plots/
+    tasks: [sst2, rte]                # or a mapping: task -> settings for that task only
+    seeds: [0, 1]
+    budget: {forward_passes: 400}     # exactly one of steps, forward_passes, seconds
+    isolate: false                    # true: each run in its own process
+    common: {model: smollm2-135m, data_dir: data, eval_steps: 50}   # any `zotune train` setting
+    methods:                          # label -> settings; `method` defaults to the label
+      mezo: {}
+      mezo-rademacher: {method: mezo, directions: rademacher}
+
+Settings apply in the order common, task, method, then the run's own (seed, budget, output folder). Each seed
+seeds both the optimizer and MeZO's train/dev/eval sampling (``seed`` and ``data_seed``), so methods see the same
+data and batches under the same seed and seeds differ in their data, as in MeZO's protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zotune.errors import ConfigError
+from zotune.train.config import TrainConfig, load_yaml_config
+
+__all__ = ["BUDGETS", "BenchConfig", "RunSpec", "load_bench_config"]
+
+# budget key -> the TrainConfig field it sets. A pass or time budget leaves ``steps`` as a ceiling that no
+# reasonable run reaches, so the budget is what ends it.
+BUDGETS = {"steps": "steps", "forward_passes": "max_forward_passes", "seconds": "max_seconds"}
+_STEP_CEILING = 1_000_000
+# Settings the grid owns: a run's folder, seeds and budget come from the grid, never from a method's settings.
+_GRID_OWNED = {"output_dir", "seed", "data_seed", "resume", "steps", "max_forward_passes", "max_seconds"}
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a method label, a task, a seed, and the full settings of its training run."""
+
+    method: str
+    task: str
+    seed: int
+    settings: dict[str, Any]
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.settings["output_dir"])
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(dict(self.settings))
+
+
+@dataclass
+class BenchConfig:
+    methods: dict[str, dict[str, Any]]
+    tasks: dict[str, dict[str, Any]]
+    seeds: list[int]
+    budget: dict[str, float]
+    output_dir: Path = Path("runs/bench")
+    common: dict[str, Any] = field(default_factory=dict)
+    isolate: bool = False
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the grid, task by task, then seed, then method (so a cut-short grid has compared all
+        methods on the first tasks rather than one method on all tasks)."""
+        (kind, amount), = self.budget.items()
+        out = []
+        for task, task_settings in self.tasks.items():
+            for seed in self.seeds:
+                for label, method_settings in self.methods.items():
+                    settings = {**self.common, **task_settings, "method": label, **method_settings, "task": task,
+                                "seed": seed, "data_seed": seed,
+                                "output_dir": str(self.output_dir / "runs" / label / task / f"seed{seed}")}
+                    settings["steps"] = amount if kind == "steps" else _STEP_CEILING
+                    if kind != "steps":
+                        settings[BUDGETS[kind]] = amount
+                    out.append(RunSpec(label, task, seed, settings))
+        return out
+
+
+def _mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A list of names or a mapping name -> settings (``None`` meaning none)."""
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where} must be a non-empty list of names or a mapping of name -> settings")
+    out = {}
+    for name, settings in value.items():
+        if not isinstance(name, str) or not _LABEL.match(name):
+            raise ConfigError(f"{where}: invalid name {name!r} (letters, digits and _ . + - only)")
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where}: the settings of {name!r} must be a mapping, got {settings!r}")
+        owned = sorted(_GRID_OWNED & set(settings))
+        if owned:
+            raise ConfigError(f"{where}: {name!r} sets {owned}, which the grid sets itself (use seeds and budget)")
+        out[name] = dict(settings)
+    return out
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    """Read and check a grid file; every run's settings are validated before anything runs."""
+    values = load_yaml_config(path)
+    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
+    missing = sorted({"methods", "tasks", "budget"} - set(values))
+    if missing:
+        raise ConfigError(f"{path}: missing {missing}")
+    seeds = values.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: seeds must be a list of distinct integers >= 0, got {seeds!r}")
+    budget = values["budget"]
+    if not isinstance(budget, dict) or len(budget) != 1 or not set(budget) <= set(BUDGETS):
+        raise ConfigError(f"{path}: budget must give exactly one of {', '.join(BUDGETS)} "
+                          f"(e.g. budget: {{forward_passes: 400}}), got {budget!r}")
+    common = values.get("common") or {}
+    if not isinstance(common, dict):
+        raise ConfigError(f"{path}: common must be a mapping of `zotune train` settings")
+    owned = sorted(_GRID_OWNED & set(common))
+    if owned:
+        raise ConfigError(f"{path}: common sets {owned}, which the grid sets itself (use seeds and budget)")
+    isolate = values.get("isolate", False)
+    if not isinstance(isolate, bool):
+        raise ConfigError(f"{path}: isolate must be true or false, got {isolate!r}")
+    config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods"),
+                         tasks=_mapping(values["tasks"], f"{path}: tasks"), seeds=seeds, budget=dict(budget),
+                         output_dir=Path(values.get("output_dir", "runs/bench")), common=dict(common),
+                         isolate=isolate)
+    for run in config.runs():
+        try:
+            run.config()
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: run {run.method}/{run.task}/seed{run.seed}: {exc}") from None
+    from zotune.methods import METHODS
+    from zotune.tasks import TASKS
+
+    for run in config.runs():  # unknown names fail here rather than after hours of other runs
+        METHODS.get(run.settings["method"])
+        TASKS.get(run.task)
+    return config

@@ -1,0 +1,249 @@
+"""A grid's results: one CSV row per run, a markdown table of mean ± std over seeds, and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zotune.bench.grid import BenchConfig, RunSpec
+from zotune.bench.runner import SUMMARY
+from zotune.durable import atomic_write, atomic_write_text
+from zotune.train.logging import read_jsonl
+
+__all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
+
+# The final training loss is the mean loss over the last 10% of logged steps: one SPSA step's loss is one batch's,
+# too noisy to rank methods by.
+FINAL_LOSS_FRACTION = 0.1
+
+CSV_FIELDS = ["method", "task", "seed", "status", "metric", "zero_shot", "score", "final_train_loss",
+              "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "output_dir"]
+
+
+@dataclass
+class RunResult:
+    run: RunSpec
+    metric: str
+    summary: dict[str, Any] | None  # None: the run has not finished
+    curve: list[dict[str, float]]  # training records: step, loss, forward_passes, seconds
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"method": self.run.method, "task": self.run.task, "seed": self.run.seed,
+                               "metric": self.metric, "output_dir": str(self.run.output_dir),
+                               "status": "finished" if self.finished else "missing"}
+        if not self.finished:
+            return row
+        summary = self.summary
+        steps = summary["steps"]
+        losses = [r["loss"] for r in self.curve if r["loss"] is not None]
+        tail = losses[-max(1, math.ceil(FINAL_LOSS_FRACTION * len(losses))):]
+        row.update(zero_shot=summary["zero_shot"].get("eval_score"), score=summary["final"].get("eval_score"),
+                   final_train_loss=statistics.fmean(tail) if tail else None,
+                   best_dev=summary["best_dev_accuracy"], best_step=summary["best_step"], steps=steps,
+                   forward_passes=summary["forward_passes"], train_seconds=summary["train_seconds"],
+                   seconds_per_step=summary["train_seconds"] / steps if steps else None)
+        return row
+
+
+def collect(config: BenchConfig) -> list[RunResult]:
+    from zotune.tasks import TASKS
+
+    results = []
+    for run in config.runs():
+        summary_path, metrics_path = run.output_dir / SUMMARY, run.output_dir / "metrics.jsonl"
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+        curve = []
+        if summary is not None and metrics_path.is_file():
+            curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds")}
+                     for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
+        results.append(RunResult(run, TASKS.get(run.task).metric, summary, curve))
+    return results
+
+
+def _csv_text(results: list[RunResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in result.row().items()})
+    return buffer.getvalue()
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _cell(values: list[float], best: bool = False) -> str:
+    if not values:
+        return "—"
+    mean, std = _mean_std(values)
+    text = f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+    return f"**{text}**" if best else text
+
+
+def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is_better: bool,
+           zero_shot_row: bool = False) -> str:
+    tasks, methods = list(config.tasks), list(config.methods)
+    rows = [r.row() for r in results if r.finished]
+
+    def values(method: str | None, task: str) -> list[float]:
+        field = "zero_shot" if method is None else key
+        return [r[field] for r in rows if r["task"] == task and r[field] is not None
+                and (method is None and r["method"] == methods[0] or r["method"] == method)]
+
+    metric = {r["task"]: r["metric"] for r in rows}
+    lines = ["| method | " + " | ".join(f"{t} ({metric.get(t, '')})" if key == "score" else t for t in tasks) + " |",
+             "|---" * (len(tasks) + 1) + "|"]
+    if zero_shot_row:
+        lines.append("| zero-shot | " + " | ".join(_cell(values(None, t)) for t in tasks) + " |")
+    best = {}
+    for task in tasks:
+        means = {m: statistics.fmean(v) for m in methods if (v := values(m, task))}
+        if len(means) > 1:
+            best[task] = (max if higher_is_better else min)(means, key=means.get)
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(_cell(values(method, t), best.get(t) == method)
+                                                  for t in tasks) + " |")
+    return "\n".join(lines)
+
+
+def _cost_table(results: list[RunResult], config: BenchConfig) -> str:
+    rows = [r.row() for r in results if r.finished]
+    lines = ["| method | steps | forward passes | training seconds | seconds per step |", "|---|---|---|---|---|"]
+    for method in config.methods:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        mean = {k: statistics.fmean(r[k] for r in mine) for k in ("steps", "forward_passes", "train_seconds",
+                                                                  "seconds_per_step")}
+        lines.append(f"| {method} | {mean['steps']:.0f} | {mean['forward_passes']:.0f} | "
+                     f"{mean['train_seconds']:.0f} | {mean['seconds_per_step']:.2f} |")
+    return "\n".join(lines)
+
+
+def _markdown(results: list[RunResult], config: BenchConfig) -> str:
+    (kind, amount), = config.budget.items()
+    finished = sum(r.finished for r in results)
+    seeds = ", ".join(map(str, config.seeds))
+    parts = [
+        "# Benchmark results", "",
+        f"Budget per run: {amount} {kind.replace('_', ' ')}; seeds {seeds}; {finished} of {len(results)} runs "
+        f"finished. Cells are mean ± sample std over seeds; the best mean per task is in bold.", "",
+        "## Held-out metric (best-dev weights)", "",
+        _table(results, config, "score", higher_is_better=True, zero_shot_row=True), "",
+        f"## Final training loss (mean over the last {FINAL_LOSS_FRACTION:.0%} of steps)", "",
+        _table(results, config, "final_train_loss", higher_is_better=False), "",
+        "## Cost (mean over tasks and seeds)", "", _cost_table(results, config), "",
+        "![training loss against wall-clock time](plots/loss_vs_seconds.png)", "",
+        "![training loss against forward passes](plots/loss_vs_forward_passes.png)", "",
+        "![held-out metric per task](plots/metric.png)", "",
+    ]
+    return "\n".join(parts)
+
+
+def _smoothed(values: list[float]) -> list[float]:
+    out, value = [], values[0]
+    for v in values:
+        value = 0.9 * value + 0.1 * v
+        out.append(value)
+    return out
+
+
+def _mean_curve(curves: list[list[dict[str, float]]], x: str) -> tuple[list[float], list[float]]:
+    """The seeds' EMA-smoothed losses and x values averaged step by step (up to the shortest seed's run)."""
+    curves = [[r for r in c if r["loss"] is not None] for c in curves]
+    curves = [c for c in curves if c]
+    if not curves:
+        return [], []
+    length = min(map(len, curves))
+    smoothed = [_smoothed([r["loss"] for r in c[:length]]) for c in curves]
+    xs = [statistics.fmean(c[i][x] for c in curves) for i in range(length)]
+    return xs, [statistics.fmean(s[i] for s in smoothed) for i in range(length)]
+
+
+def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: str, path: Path) -> None:
+    from zotune.train.plots import pyplot
+
+    plt = pyplot()
+    tasks = list(config.tasks)
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for method in config.methods:
+            xs, ys = _mean_curve([r.curve for r in results if r.finished and r.run.task == task
+                                  and r.run.method == method], x)
+            if xs:
+                ax.plot(xs, ys, label=method)
+        ax.set_title(task)
+        ax.set_xlabel(label)
+        ax.set_ylabel("training loss (EMA 0.9)")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    labelled = {}  # one legend for all panels; a method may have no finished run on some task
+    for ax in axes.flat:
+        labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if labelled:
+        axes.flat[0].legend(list(labelled.values()), list(labelled), fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> None:
+    from zotune.train.plots import pyplot
+
+    plt = pyplot()
+    tasks, methods = list(config.tasks), ["zero-shot", *config.methods]
+    rows = [r.row() for r in results if r.finished]
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) * len(methods) * 0.5), 4))
+    for i, method in enumerate(methods):
+        means, stds = [], []
+        for task in tasks:
+            if method == "zero-shot":
+                vals = [r["zero_shot"] for r in rows if r["task"] == task and r["method"] == list(config.methods)[0]]
+            else:
+                vals = [r["score"] for r in rows if r["task"] == task and r["method"] == method]
+            vals = [v for v in vals if v is not None]
+            mean, std = _mean_std(vals) if vals else (math.nan, None)
+            means.append(mean)
+            stds.append(std or 0.0)
+        positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
+        ax.bar(positions, means, width, yerr=stds, capsize=2, label=method,
+               **({"color": "lightgrey", "hatch": "//"} if method == "zero-shot" else {}))
+    metric = {r["task"]: r["metric"] for r in rows}
+    ax.set_xticks(range(len(tasks)), [f"{t}\n({metric.get(t, '')})" for t in tasks])
+    ax.set_ylabel("held-out metric")
+    ax.legend(fontsize=8, ncols=min(4, len(methods)))
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def write_report(config: BenchConfig) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``plots/*.png`` in the grid's output folder from whatever runs
+    have finished; return their paths."""
+    results = collect(config)
+    out = Path(config.output_dir)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    files = {"csv": out / "results.csv", "table": out / "results.md",
+             "loss_vs_seconds": plots / "loss_vs_seconds.png",
+             "loss_vs_forward_passes": plots / "loss_vs_forward_passes.png", "metric": plots / "metric.png"}
+    atomic_write_text(files["csv"], _csv_text(results))
+    atomic_write_text(files["table"], _markdown(results, config))
+    _plot_curves(results, config, "seconds", "training seconds", files["loss_vs_seconds"])
+    _plot_curves(results, config, "forward_passes", "forward passes", files["loss_vs_forward_passes"])
+    _plot_metric(results, config, files["metric"])
+    return files

@@ -1,0 +1,126 @@
+"""Run a grid: in this process or one process per run, skipping finished runs and resuming interrupted ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zotune.bench.grid import BenchConfig, RunSpec
+from zotune.errors import ConfigError, Interrupted, ZotuneError
+
+__all__ = ["RunOutcome", "run_grid", "run_state"]
+
+SUMMARY = "summary.json"
+RUN_FILE = "bench-run.yaml"  # the settings an isolated run reads (and a record of what ran)
+
+
+@dataclass
+class RunOutcome:
+    run: RunSpec
+    status: str  # done, skipped (finished before), resumed (finished now, from a checkpoint), failed
+    message: str = ""
+
+
+def _finished_config(run: RunSpec) -> dict | None:
+    path = run.output_dir / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged summary: the run is done again
+
+
+def run_state(run: RunSpec) -> str:
+    """``finished`` (same settings), ``changed`` (finished with other settings), ``partial`` (a checkpoint,
+    no summary) or ``new``."""
+    finished = _finished_config(run)
+    if finished is not None:
+        wanted = run.config().to_dict()
+        same = {k: v for k, v in finished.items() if k != "resume"} == {k: v for k, v in wanted.items()
+                                                                        if k != "resume"}
+        return "finished" if same else "changed"
+    return "partial" if (run.output_dir / "checkpoint").exists() else "new"
+
+
+def _changed_keys(run: RunSpec) -> list[str]:
+    finished, wanted = _finished_config(run) or {}, run.config().to_dict()
+    return sorted(k for k in wanted if k != "resume" and finished.get(k) != wanted[k])
+
+
+def _run_in_process(run: RunSpec, resume: bool, progress: bool) -> None:
+    import torch
+
+    from zotune.train.loop import train
+
+    torch.manual_seed(run.seed)  # as `zotune train` does for its process
+    config = run.config()
+    config.resume = resume
+    train(config, progress=progress)
+
+
+def _run_isolated(run: RunSpec, resume: bool, progress: bool) -> None:
+    import yaml
+
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = run.output_dir / RUN_FILE
+    settings_file.write_text(yaml.safe_dump(run.settings, sort_keys=False), encoding="utf-8")
+    command = [sys.executable, "-m", "zotune", "train", "--config", str(settings_file)]
+    command += ["--resume"] if resume else []
+    command += [] if progress else ["--no-progress"]
+    code = subprocess.run(command, check=False).returncode
+    if code > 128:  # the child was stopped by a signal (`zotune train` exits 128 + signal number)
+        raise Interrupted(f"run {run.output_dir} stopped by signal {code - 128}", code - 128)
+    if code != 0:
+        raise ZotuneError(f"`{' '.join(command)}` exited with code {code}")
+
+
+def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = False, progress: bool = True,
+             on_event: Callable[[str, RunSpec, int, int], None] | None = None) -> list[RunOutcome]:
+    """Run every run of ``config`` that has no results yet, in order; return what happened to each.
+
+    A run with a ``summary.json`` of the same settings is skipped; one with a checkpoint and no summary resumes
+    from it. A run that fails (bad data, non-finite losses, a crashed process) is reported and the grid goes on;
+    the next invocation tries it again. ``force`` reruns everything from scratch.
+
+    ``on_event(event, run, index, total)`` is told ``start``, ``skip`` and ``fail`` for progress reports.
+
+    Raises:
+        ConfigError: a finished run's settings differ from the grid's (before anything runs; pass ``force``, or
+            choose another output folder).
+        Interrupted: a SIGINT/SIGTERM stopped a run (its checkpoint is saved; run the grid again to go on).
+    """
+    isolate = config.isolate if isolate is None else isolate
+    runs = config.runs()
+    if not force:
+        changed = [r for r in runs if run_state(r) == "changed"]
+        if changed:
+            raise ConfigError(
+                f"{len(changed)} finished run(s) used other settings than the grid, e.g. {changed[0].output_dir} "
+                f"(differs in {', '.join(_changed_keys(changed[0]))}): use --force to rerun them, or another "
+                f"output_dir")
+    notify = on_event or (lambda *args: None)
+    outcomes = []
+    for index, run in enumerate(runs):
+        state = "new" if force else run_state(run)
+        if state == "finished":
+            notify("skip", run, index, len(runs))
+            outcomes.append(RunOutcome(run, "skipped"))
+            continue
+        if force and run.output_dir.exists():
+            shutil.rmtree(run.output_dir)
+        notify("start", run, index, len(runs))
+        resume = state == "partial"
+        try:
+            (_run_isolated if isolate else _run_in_process)(run, resume, progress)
+        except ZotuneError as exc:
+            notify("fail", run, index, len(runs))
+            outcomes.append(RunOutcome(run, "failed", str(exc)))
+            continue
+        outcomes.append(RunOutcome(run, "resumed" if resume else "done"))
+    return outcomes
+

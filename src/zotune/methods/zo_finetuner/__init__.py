@@ -1,0 +1,10 @@
+"""ZO Fine-tuner: registers ``zo_finetuner`` (also spelt ``zo-finetuner``) (per-block perturbation scales from a meta-trained controller)."""
+
+from zotune.methods.base import register_method
+from zotune.methods.zo_finetuner.config import ZOFinetunerConfig
+from zotune.methods.zo_finetuner.controller import ControllerBank
+from zotune.methods.zo_finetuner.method import ZOFinetuner
+
+__all__ = ["ZOFinetuner", "ZOFinetunerConfig", "ControllerBank"]
+
+register_method("zo_finetuner", config_cls=ZOFinetunerConfig, method_cls=ZOFinetuner)

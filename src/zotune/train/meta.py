@@ -1,0 +1,163 @@
+"""``zotune meta-train``: meta-train a ZO Fine-tuner controller for a model on one task, resumably.
+
+Writes, in ``output_dir``: ``metrics.jsonl`` (per step: the first-order loss, the meta-loss, the probe), ``loss.png``,
+``checkpoint/`` (every ``checkpoint_steps`` steps and on SIGINT/SIGTERM; ``--resume`` continues from it exactly),
+and the controller file ``out`` at the end, with the base model and the recipe in its metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from zotune.assets import fit_to_context, load_model
+from zotune.durable import atomic_write, check_writable, replace_folder
+from zotune.errors import ConfigError, Interrupted, StateError
+from zotune.methods.zo_finetuner.controller import ControllerBank
+from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
+from zotune.tasks import TASKS, encode, load_splits, sample_mezo, task_loss
+from zotune.train.checkpoint import load_trainable_state, trainable_state
+from zotune.train.logging import JsonlLogger, read_jsonl
+from zotune.train.loop import batch_indices, truncate_log
+from zotune.train.plots import plot_training
+from zotune.train.signals import StopRequests
+
+__all__ = ["MetaTrainConfig", "meta_train", "MetaTrainResult"]
+
+_CONTROLLER, _WEIGHTS, _STATE = "controller.safetensors", "weights.safetensors", "trainer.pt"
+
+
+@dataclass
+class MetaTrainConfig:
+    """A meta-training run: the model, the task and its data, where things go, and the recipe."""
+
+    model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
+    task: str = field(default="copa", metadata={"help": "the task the controller is meta-trained on"})
+    data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
+    num_train: int = field(default=1000, metadata={"help": "training examples sampled (MeZO's sampling)"})
+    data_seed: int = field(default=0, metadata={"help": "seeds the sampling of the examples"})
+    max_length: int = field(default=256, metadata={"help": "max tokens per example (prompts cut from the left)"})
+    out: str = field(default="controller.safetensors", metadata={"help": "the controller file to write"})
+    output_dir: str = field(default="runs/meta-train", metadata={"help": "where logs, the plot and checkpoints go"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "stop after this many meta steps (a checkpoint is saved; --resume goes on)"})
+    checkpoint_steps: int = field(default=25, metadata={"help": "save a checkpoint every this many steps"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
+    recipe: MetaRecipe = field(default_factory=MetaRecipe)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, dict):
+            self.recipe = MetaRecipe(**self.recipe)
+        problems = [f"Invalid {name}: {getattr(self, name)!r} (must be an integer >= 1)"
+                    for name in ("num_train", "max_length", "checkpoint_steps")
+                    if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            problems.append(f"Invalid max_steps: {self.max_steps!r} (must be an integer >= 1)")
+        if not self.out.endswith(".safetensors"):
+            problems.append(f"Invalid out: {self.out!r} (a controller file ends in .safetensors)")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class MetaTrainResult:
+    steps: int
+    total_steps: int
+    seconds: float
+    controller: str
+    last: dict[str, float]
+
+
+def _save(folder: Path, model, trainer: MetaTrainer) -> None:
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), str(tmp / _WEIGHTS))
+        trainer.bank.save(tmp / _CONTROLLER)
+        torch.save(trainer.state_dict(), tmp / _STATE)
+    replace_folder(folder, write)
+
+
+def meta_train(config: MetaTrainConfig, *, progress: bool = True) -> MetaTrainResult:
+    """Meta-train a controller for ``config.model`` on ``config.task`` and write it to ``config.out``.
+
+    Raises:
+        ZotuneError: bad settings, data or model; a checkpoint that does not fit.
+        Interrupted: SIGINT/SIGTERM (a checkpoint was saved; ``resume`` continues).
+    """
+    out, recipe = Path(config.output_dir), config.recipe
+    check_writable(out)
+    check_writable(Path(config.out).parent if str(Path(config.out).parent) else Path("."))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    task = TASKS.get(config.task)
+    model, tokenizer = load_model(config.model, dtype="float32")
+    data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train, num_dev=0, num_eval=0,
+                       seed=config.data_seed)
+    examples = encode(task, data.train, tokenizer, max_length=fit_to_context(model, config.max_length))
+    steps_per_epoch = max(1, len(examples) // recipe.batch_size)
+    checkpoint = out / "checkpoint"
+    resume = config.resume and checkpoint.is_dir()
+    if resume:
+        bank = ControllerBank.load(checkpoint / _CONTROLLER)
+    else:
+        named = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+        bank = ControllerBank(named, generator=torch.Generator().manual_seed(recipe.seed))
+    bank.metadata = {"base_model": config.model, "task": config.task, "recipe": recipe.to_dict(),
+                     "num_train": len(examples), "data_seed": config.data_seed}
+    trainer = MetaTrainer(model, bank, recipe, steps_per_epoch=steps_per_epoch)
+    if resume:
+        try:
+            load_trainable_state(model, load_file(str(checkpoint / _WEIGHTS)))
+            trainer.load_state_dict(torch.load(checkpoint / _STATE, weights_only=True))
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:
+            raise StateError(f"Cannot resume from {checkpoint}: {exc}") from exc
+    trainer.bank.metadata = bank.metadata
+    start = trainer.step_count
+    total = trainer.total_steps
+    stop_at = total if config.max_steps is None else min(total, start + config.max_steps)
+    if resume:
+        truncate_log(out / "metrics.jsonl", start)
+    logger = JsonlLogger(out / "metrics.jsonl", append=resume)
+    pad = tokenizer.pad_token_id
+    last: dict[str, float] = {}
+    began = time.perf_counter()
+    with StopRequests() as stop, tqdm(total=total, initial=start, disable=not progress, unit="step",
+                                      desc=f"meta-train {config.task}", dynamic_ncols=True) as bar:
+        try:
+            for step in range(start, stop_at):
+                batch = [examples[i] for i in batch_indices(step, len(examples), recipe.batch_size, recipe.seed)]
+                last = trainer.step(lambda batch=batch: task_loss(task, model, batch, pad,
+                                                                  grad=torch.is_grad_enabled()))
+                logger.log({"kind": "train", "step": step + 1, **last})
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", meta=f"{last['meta_loss']:.3f}", refresh=False)
+                done = step + 1
+                if stop.signum is not None:
+                    _save(checkpoint, model, trainer)
+                    raise Interrupted(f"{signal.Signals(stop.signum).name} at meta step {done}: checkpoint saved "
+                                      f"in {checkpoint}; continue with --resume", stop.signum)
+                if done % config.checkpoint_steps == 0 or done == stop_at:
+                    _save(checkpoint, model, trainer)
+        finally:
+            logger.close()
+    seconds = time.perf_counter() - began
+    trainer.bank.metadata["steps"] = trainer.step_count
+    trainer.bank.save(config.out)
+    records = read_jsonl(out / "metrics.jsonl")
+    atomic_write(out / "loss.png", lambda tmp: plot_training(
+        records, tmp, title=f"ZO Fine-tuner meta-training on {config.task} ({config.model})"))
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
+    return MetaTrainResult(trainer.step_count, total, seconds, config.out, last)
+

@@ -1,0 +1,136 @@
+import csv
+import json
+
+import pytest
+import yaml
+
+from zotune.bench import load_bench_config, run_grid, write_report
+from zotune.cli import main
+from zotune.errors import ConfigError
+
+
+@pytest.fixture()
+def two_task_data_dir(tiny_data_dir):
+    """rotten_tomatoes plus the same rows as sst2 (its field is `sentence`)."""
+    target = tiny_data_dir / "sst2"
+    target.mkdir()
+    for split in ("train", "validation"):
+        rows = [json.loads(line) for line in (tiny_data_dir / "rotten_tomatoes" / f"{split}.jsonl").open()]
+        (target / f"{split}.jsonl").write_text("".join(json.dumps({"sentence": r["text"], "label": r["label"]}) + "\n"
+                                                      for r in rows))
+    return tiny_data_dir
+
+
+def _grid(tmp_path, model_dir, data_dir, **overrides):
+    values = {
+        "output_dir": str(tmp_path / "bench"),
+        "tasks": ["rotten_tomatoes", "sst2"],
+        "seeds": [0, 1],
+        "budget": {"forward_passes": 8},
+        "common": {"model": str(model_dir), "data_dir": str(data_dir), "lr": 2e-3, "eps": 1e-2, "batch_size": 8,
+                   "num_train": 32, "num_dev": 8, "num_eval": 16, "eval_steps": 2, "eval_batch_size": 16},
+        "methods": {"mezo": {}, "mezo-rademacher": {"method": "mezo", "directions": "rademacher"}},
+    }
+    values.update(overrides)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_model_dir, two_task_data_dir,
+                                                                          tmp_path):
+    config = load_bench_config(_grid(tmp_path, tiny_model_dir, two_task_data_dir))
+    outcomes = run_grid(config, progress=False)
+    assert [o.status for o in outcomes] == ["done"] * 8
+    files = write_report(config)
+    for path in files.values():
+        assert path.is_file() and path.stat().st_size > 0, path
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"finished"}
+    assert {(r["method"], r["task"], r["seed"]) for r in rows} == {
+        (m, t, s) for m in ("mezo", "mezo-rademacher") for t in ("rotten_tomatoes", "sst2") for s in ("0", "1")}
+    assert all(r["forward_passes"] == "8" and r["steps"] == "4" for r in rows)  # the pass budget ended each run
+    assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["final_train_loss"]) > 0 for r in rows)
+    table = files["table"].read_text()
+    assert "| method | rotten_tomatoes (accuracy) | sst2 (accuracy) |" in table
+    assert "| zero-shot |" in table and "| mezo-rademacher |" in table and " ± " in table
+    # The two direction kinds really ran differently.
+    summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
+                 for m in ("mezo", "mezo-rademacher")]
+    assert summaries[0]["config"]["directions"] == "gaussian" and summaries[1]["config"]["directions"] == "rademacher"
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").rglob("summary.json")}
+    assert [o.status for o in run_grid(config, progress=False)] == ["skipped"] * 8
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_interrupted_run_resumes_and_changed_settings_are_refused(tiny_model_dir, tiny_data_dir, tmp_path):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                 methods={"mezo": {}}, budget={"steps": 4})
+    config = load_bench_config(grid)
+    run_grid(config, progress=False)
+    (run,) = config.runs()
+    summary = json.loads((run.output_dir / "summary.json").read_text())
+    # Cut the run short: as if killed after its step-2 checkpoint (the summary is written last).
+    (run.output_dir / "summary.json").unlink()
+    from zotune.train.config import TrainConfig
+    from zotune.train.loop import train
+
+    train(TrainConfig.from_dict({**run.settings, "steps": 2}), progress=False)
+    (run.output_dir / "summary.json").unlink()
+    assert [o.status for o in run_grid(config, progress=False)] == ["resumed"]
+    resumed = json.loads((run.output_dir / "summary.json").read_text())
+    assert resumed["steps"] == 4 and resumed["final"] == summary["final"]
+
+    changed = load_bench_config(_grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                                      methods={"mezo": {"lr": 1e-3}}, budget={"steps": 4}))
+    with pytest.raises(ConfigError, match="differs in lr.*--force"):
+        run_grid(changed, progress=False)
+    assert [o.status for o in run_grid(changed, progress=False, force=True)] == ["done"]
+
+
+def test_cli_bench_in_separate_processes_reports_and_skips(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[3],
+                 methods=["mezo", "adalezo"], budget={"steps": 2}, isolate=True)
+    assert main(["bench", str(grid), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] mezo on rotten_tomatoes, seed 3" in out and "runs: 2 done" in out
+    assert "| adalezo |" in out
+    assert (tmp_path / "bench" / "runs" / "adalezo" / "rotten_tomatoes" / "seed3" / "bench-run.yaml").is_file()
+    assert main(["bench", str(grid), "--no-progress"]) == 0
+    assert "runs: 2 skipped" in capsys.readouterr().out
+
+
+def test_a_failed_run_is_reported_and_the_grid_goes_on(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    # The second task has no data: its run fails, the first still finishes, and the exit code says so.
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rte", "rotten_tomatoes"], seeds=[0],
+                 methods=["mezo"], budget={"steps": 2})
+    assert main(["bench", str(grid), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "runs: 1 done, 1 failed" in captured.out
+    assert "mezo on rte, seed 0 failed" in captured.err
+    rows = list(csv.DictReader((tmp_path / "bench" / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["missing", "finished"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"budget": {"steps": 2, "seconds": 5}}, "exactly one of"),
+    ({"budget": {"epochs": 2}}, "exactly one of"),
+    ({"seeds": [0, 0]}, "distinct"),
+    ({"methods": {"mezo": {"seed": 3}}}, "which the grid sets itself"),
+    ({"methods": {"nope": {}}}, "nope"),
+    ({"methods": {"mezo": {"lr": -1}}}, "run mezo/rotten_tomatoes/seed0: Invalid lr"),
+    ({"tasks": ["not-a-task"]}, "not-a-task"),
+    ({"colour": "blue"}, "unknown key"),
+    ({"methods": {"a/b": {}}}, "invalid name"),
+])
+def test_bad_grid_files_fail_before_anything_runs(change, message, tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, **{"tasks": ["rotten_tomatoes"], "seeds": [0], **change})
+    assert main(["bench", str(grid)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_missing_grid_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "absent.yaml")]) == 2
+    assert "Cannot read config file" in capsys.readouterr().err
