@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                       help="run each run in its own process (default: the grid's `isolate` setting)")
     mode.add_argument("--in-process", dest="isolate", action="store_false", help="run every run in this process")
+    bench.add_argument("--data-dir", help="the data folder of every run (overrides the grid's common data_dir)")
     bench.add_argument("--force", action="store_true", help="rerun finished runs from scratch")
     bench.add_argument("--report-only", action="store_true",
                        help="run nothing: write the CSV, table and plots from the runs finished so far")
@@ -267,6 +268,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from zotune.bench import load_bench_config, run_grid, write_report
 
     config = load_bench_config(args.grid)
+    if args.data_dir:
+        config.common["data_dir"] = args.data_dir
     failed = []
     if not args.report_only:
         def report(event: str, run, index: int, total: int) -> None:

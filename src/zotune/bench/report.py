@@ -101,7 +101,7 @@ def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is
         return [r[field] for r in rows if r["task"] == task and r[field] is not None
                 and (method is None and r["method"] == methods[0] or r["method"] == method)]
 
-    metric = {r["task"]: r["metric"] for r in rows}
+    metric = {r.run.task: r.metric for r in results}
     lines = ["| method | " + " | ".join(f"{t} ({metric.get(t, '')})" if key == "score" else t for t in tasks) + " |",
              "|---" * (len(tasks) + 1) + "|"]
     if zero_shot_row:
@@ -139,7 +139,8 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
         "# Benchmark results", "",
         f"Budget per run: {amount} {kind.replace('_', ' ')}; seeds {seeds}; {finished} of {len(results)} runs "
         f"finished. Cells are mean ± sample std over seeds; the best mean per task is in bold.", "",
-        "## Held-out metric (best-dev weights)", "",
+        "## Held-out metric", "",
+        "Of the best-dev weights, or of the final ones in runs without a dev set.", "",
         _table(results, config, "score", higher_is_better=True, zero_shot_row=True), "",
         f"## Final training loss (mean over the last {FINAL_LOSS_FRACTION:.0%} of steps)", "",
         _table(results, config, "final_train_loss", higher_is_better=False), "",
@@ -222,7 +223,7 @@ def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> N
         positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=method,
                **({"color": "lightgrey", "hatch": "//"} if method == "zero-shot" else {}))
-    metric = {r["task"]: r["metric"] for r in rows}
+    metric = {r.run.task: r.metric for r in results}
     ax.set_xticks(range(len(tasks)), [f"{t}\n({metric.get(t, '')})" for t in tasks])
     ax.set_ylabel("held-out metric")
     ax.legend(fontsize=8, ncols=min(4, len(methods)))

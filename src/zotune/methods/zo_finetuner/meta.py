@@ -171,7 +171,8 @@ class MetaTrainer:
         scale = (c * sigma.detach().double())
         return {"meta_loss": float(meta_loss.detach()), "loss": float(loss.detach()), "loss_plus": loss_plus, "loss_minus": loss_minus,
                 "projected_grad": g, "lr": lr, "grad_norm": grad_norm, "scale_min": float(scale.min()),
-                "scale_max": float(scale.max()), "meta_skipped": float(not finite)}
+                "scale_max": float(scale.max()), "meta_grad_norm": float((c * dm_dscale).norm()),
+                "meta_skipped": float(not finite)}
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed meta-training needs besides the model's weights and the controllers (saved as their own
