@@ -1,4 +1,4 @@
-"""Every YAML run config in the repository parses and validates, and its header gives the command."""
+"""Every YAML run config and bench grid in the repository parses and validates, and its header gives the command."""
 
 from pathlib import Path
 
@@ -9,7 +9,9 @@ from zotune.tasks import TASKS
 from zotune.train.config import TrainConfig, load_yaml_config
 from zotune.updates import UPDATES
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).parents[1] / "configs"
+GRIDS = sorted((ROOT / "bench").glob("*.yaml"))
+CONFIGS = sorted(set(ROOT.rglob("*.yaml")) - set(GRIDS))
 
 
 def test_there_are_configs():
@@ -26,3 +28,12 @@ def test_config_is_valid(path):
         config.method_options, [("method", method.config_cls), ("sampler", sampler.config_cls)])
     method.config_cls(**method_options), sampler.config_cls(**sampler_options)
     assert "zotune train --config" in path.read_text().splitlines()[1]
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_bench_grid_is_valid(path):
+    from zotune.bench import load_bench_config
+
+    config = load_bench_config(path)  # checks every run's settings, method and task
+    assert config.runs()
+    assert "zotune bench" in path.read_text().splitlines()[1]

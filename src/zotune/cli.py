@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _budget(config) -> str:
+    """``60 steps``, or with a pass or time budget ``up to 400 forward passes`` (the steps are then a ceiling)."""
+    limits = [f"{config.max_forward_passes} forward passes" if config.max_forward_passes else "",
+              f"{config.max_seconds:g} s" if config.max_seconds else ""]
+    limits = [text for text in limits if text]
+    return f"up to {' or '.join(limits)}" if limits else f"{config.steps} steps"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from zotune.train.config import TrainConfig, load_yaml_config
     from zotune.train.loop import train
@@ -175,7 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     parallel = f", {config.parallel}-parallel over {os.environ.get('WORLD_SIZE')}" if config.parallel else ""
     if main_process:
         print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
-              f"{config.steps} steps, lr {config.lr}, eps {config.eps}, batch {config.batch_size}{parallel}",
+              f"{_budget(config)}, lr {config.lr}, eps {config.eps}, batch {config.batch_size}{parallel}",
               flush=True)
     result = train(config, progress=progress)
     if not main_process:
