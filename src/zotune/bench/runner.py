@@ -72,7 +72,13 @@ def _run_isolated(run: RunSpec, resume: bool, progress: bool) -> None:
     command = [sys.executable, "-m", "zotune", "train", "--config", str(settings_file)]
     command += ["--resume"] if resume else []
     command += [] if progress else ["--no-progress"]
-    code = subprocess.run(command, check=False).returncode
+    process = subprocess.Popen(command)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the child too: let it save its checkpoint and exit (subprocess.run would kill it).
+        # A second Ctrl-C interrupts this wait and leaves at once.
+        code = process.wait()
     if code > 128:  # the child was stopped by a signal (`zotune train` exits 128 + signal number)
         raise Interrupted(f"run {run.output_dir} stopped by signal {code - 128}", code - 128)
     if code != 0:
