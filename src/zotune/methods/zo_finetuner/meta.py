@@ -123,7 +123,7 @@ class MetaTrainer:
         features = block_features(self.engine.blocks, self.state.losses, self.state.sigma)
         sigma = self.bank(features)
         c = energy_constant(sigma, self.counts)
-        scales = (c * sigma.detach().double())
+        scales = c * sigma.detach().double()
         plan = StepPlan(all_blocks, tuple(float(s) for s in scales), (1.0,) * len(all_blocks))
 
         # 2. the ZO probe.
@@ -168,10 +168,9 @@ class MetaTrainer:
             self.model_optimizer.step()
         self.model_optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
-        scale = (c * sigma.detach().double())
         return {"meta_loss": float(meta_loss.detach()), "loss": float(loss.detach()), "loss_plus": loss_plus, "loss_minus": loss_minus,
-                "projected_grad": g, "lr": lr, "grad_norm": grad_norm, "scale_min": float(scale.min()),
-                "scale_max": float(scale.max()), "meta_grad_norm": float((c * dm_dscale).norm()),
+                "projected_grad": g, "lr": lr, "grad_norm": grad_norm, "scale_min": float(scales.min()),
+                "scale_max": float(scales.max()), "meta_grad_norm": float((c * dm_dscale).norm()),
                 "meta_skipped": float(not finite)}
 
     def state_dict(self) -> dict[str, Any]:
