@@ -113,6 +113,21 @@ def test_a_failed_run_is_reported_and_the_grid_goes_on(tiny_model_dir, tiny_data
     assert [r["status"] for r in rows] == ["missing", "finished"]
 
 
+def test_zero_shot_row_comes_from_any_finished_method(tiny_model_dir, tiny_data_dir, tmp_path):
+    # Zero-shot scores the untrained model: it must not vanish when the grid's first method has not finished.
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0], budget={"steps": 2})
+    config = load_bench_config(grid)
+    run_grid(config, progress=False)
+    table = write_report(config)["table"].read_text()
+    zero_shot_line = next(line for line in table.splitlines() if line.startswith("| zero-shot |"))
+    (tmp_path / "bench" / "runs" / "mezo" / "rotten_tomatoes" / "seed0" / "summary.json").unlink()
+    write_report(config)
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert "| — |" not in zero_shot_line
+    assert zero_shot_line in table.splitlines()
+    assert "| mezo | 0 |" not in table and "| mezo-rademacher | 1 | 2 |" in table  # cost rows count their runs
+
+
 @pytest.mark.parametrize("change,message", [
     ({"budget": {"steps": 2, "seconds": 5}}, "exactly one of"),
     ({"budget": {"epochs": 2}}, "exactly one of"),

@@ -91,21 +91,34 @@ def _cell(values: list[float], best: bool = False) -> str:
     return f"**{text}**" if best else text
 
 
+ZERO_SHOT = "zero-shot"
+
+
+def _values(rows: list[dict[str, Any]], methods: list[str], method: str, task: str, key: str) -> list[float]:
+    """One cell's values over seeds. The zero-shot row scores the untrained model, so it takes each seed's
+    zero-shot score from the first method (in grid order) whose run on that task and seed has finished."""
+    if method != ZERO_SHOT:
+        return [r[key] for r in rows if r["task"] == task and r["method"] == method and r[key] is not None]
+    by_seed: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: methods.index(r["method"]) if r["method"] in methods else len(methods)):
+        if r["task"] == task and r["zero_shot"] is not None:
+            by_seed.setdefault(r["seed"], r["zero_shot"])
+    return list(by_seed.values())
+
+
 def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is_better: bool,
            zero_shot_row: bool = False) -> str:
     tasks, methods = list(config.tasks), list(config.methods)
     rows = [r.row() for r in results if r.finished]
 
-    def values(method: str | None, task: str) -> list[float]:
-        field = "zero_shot" if method is None else key
-        return [r[field] for r in rows if r["task"] == task and r[field] is not None
-                and (method is None and r["method"] == methods[0] or r["method"] == method)]
+    def values(method: str, task: str) -> list[float]:
+        return _values(rows, methods, method, task, key)
 
     metric = {r.run.task: r.metric for r in results}
     lines = ["| method | " + " | ".join(f"{t} ({metric.get(t, '')})" if key == "score" else t for t in tasks) + " |",
              "|---" * (len(tasks) + 1) + "|"]
     if zero_shot_row:
-        lines.append("| zero-shot | " + " | ".join(_cell(values(None, t)) for t in tasks) + " |")
+        lines.append(f"| {ZERO_SHOT} | " + " | ".join(_cell(values(ZERO_SHOT, t)) for t in tasks) + " |")
     best = {}
     for task in tasks:
         means = {m: statistics.fmean(v) for m in methods if (v := values(m, task))}
@@ -119,14 +132,15 @@ def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is
 
 def _cost_table(results: list[RunResult], config: BenchConfig) -> str:
     rows = [r.row() for r in results if r.finished]
-    lines = ["| method | steps | forward passes | training seconds | seconds per step |", "|---|---|---|---|---|"]
+    lines = ["| method | runs | steps | forward passes | training seconds | seconds per step |",
+             "|---|---|---|---|---|---|"]
     for method in config.methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
         mean = {k: statistics.fmean(r[k] for r in mine) for k in ("steps", "forward_passes", "train_seconds",
                                                                   "seconds_per_step")}
-        lines.append(f"| {method} | {mean['steps']:.0f} | {mean['forward_passes']:.0f} | "
+        lines.append(f"| {method} | {len(mine)} | {mean['steps']:.0f} | {mean['forward_passes']:.0f} | "
                      f"{mean['train_seconds']:.0f} | {mean['seconds_per_step']:.2f} |")
     return "\n".join(lines)
 
@@ -144,7 +158,7 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
         _table(results, config, "score", higher_is_better=True, zero_shot_row=True), "",
         f"## Final training loss (mean over the last {FINAL_LOSS_FRACTION:.0%} of steps)", "",
         _table(results, config, "final_train_loss", higher_is_better=False), "",
-        "## Cost (mean over tasks and seeds)", "", _cost_table(results, config), "",
+        "## Cost (mean over each method's finished runs, tasks and seeds)", "", _cost_table(results, config), "",
         "![training loss against wall-clock time](plots/loss_vs_seconds.png)", "",
         "![training loss against forward passes](plots/loss_vs_forward_passes.png)", "",
         "![held-out metric per task](plots/metric.png)", "",
@@ -205,24 +219,20 @@ def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> N
     from zotune.train.plots import pyplot
 
     plt = pyplot()
-    tasks, methods = list(config.tasks), ["zero-shot", *config.methods]
+    tasks, methods = list(config.tasks), [ZERO_SHOT, *config.methods]
     rows = [r.row() for r in results if r.finished]
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(tasks) * len(methods) * 0.5), 4))
     for i, method in enumerate(methods):
         means, stds = [], []
         for task in tasks:
-            if method == "zero-shot":
-                vals = [r["zero_shot"] for r in rows if r["task"] == task and r["method"] == list(config.methods)[0]]
-            else:
-                vals = [r["score"] for r in rows if r["task"] == task and r["method"] == method]
-            vals = [v for v in vals if v is not None]
+            vals = _values(rows, list(config.methods), method, task, "score")
             mean, std = _mean_std(vals) if vals else (math.nan, None)
             means.append(mean)
             stds.append(std or 0.0)
         positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=method,
-               **({"color": "lightgrey", "hatch": "//"} if method == "zero-shot" else {}))
+               **({"color": "lightgrey", "hatch": "//"} if method == ZERO_SHOT else {}))
     metric = {r.run.task: r.metric for r in results}
     ax.set_xticks(range(len(tasks)), [f"{t}\n({metric.get(t, '')})" for t in tasks])
     ax.set_ylabel("held-out metric")
