@@ -9,11 +9,9 @@ bring its training loss (a trailing mean over ``--window`` steps) down to MeZO's
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 from pathlib import Path
 
-from common import run_parser
+from common import output_dir, run_parser, save_results
 
 from zotune.train import TrainConfig, train
 from zotune.train.logging import read_jsonl
@@ -48,7 +46,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=20, help="steps in the trailing mean of the training loss")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args()
-    out = Path(args.out or tempfile.mkdtemp(prefix="adalezo-bench-"))
+    out = output_dir(args, "adalezo")
     runs = {method: run(method, args, out) for method in ("mezo", "adalezo")}
 
     target = trailing_mean(runs["mezo"]["losses"], args.window)[-1]
@@ -68,9 +66,7 @@ def main() -> None:
         print(f"time-to-MeZO's-final-loss speed-up (MeZO / AdaLeZO): {reach['mezo'] / reach['adalezo']:.2f}x")
     else:
         print(f"AdaLeZO did not reach MeZO's final loss within {args.steps} steps")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "target": target, "step_time": step_time,
-                                                  "seconds_to_target": reach, "runs": runs}, indent=1))
-    print(f"results: {out / 'results.json'}")
+    save_results(out, args, target=target, step_time=step_time, seconds_to_target=reach, runs=runs)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,3 +95,17 @@ def tracked_run(method: str, steps: int, args: argparse.Namespace, *, options: d
         seconds += time.perf_counter() - clock
         events += opt.method.report()
     return records, events
+
+
+def output_dir(args: argparse.Namespace, prefix: str) -> Path:
+    """``--out``, or a fresh temporary folder named after the benchmark."""
+    out = Path(args.out or tempfile.mkdtemp(prefix=f"{prefix}-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_results(out: Path, args: argparse.Namespace, **results: Any) -> None:
+    """Write the arguments and results to ``out/results.json`` and say where."""
+    path = out / "results.json"
+    path.write_text(json.dumps({"args": vars(args), **results}, indent=1))
+    print(f"results: {path}")

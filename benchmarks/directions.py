@@ -9,12 +9,9 @@ runs score the same held-out examples and the same fixed training subset every `
 
 from __future__ import annotations
 
-import json
 import statistics
-import tempfile
-from pathlib import Path
 
-from common import run_parser, tracked_run
+from common import output_dir, run_parser, save_results, tracked_run
 
 DIRECTIONS = ("gaussian", "rademacher")
 
@@ -48,10 +45,7 @@ def main() -> None:
         print(f"| {directions} | {mean_std([r['seconds'] / args.steps for r in last])} | "
               f"{mean_std([r['train_loss'] for r in first])} | {mean_std([r['train_loss'] for r in last])} | "
               f"{mean_std([r['accuracy'] for r in first])} | {mean_std([r['accuracy'] for r in last])} |")
-    out = Path(args.out or tempfile.mkdtemp(prefix="directions-bench-"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    print(f"results: {out / 'results.json'}")
+    save_results(output_dir(args, "directions"), args, runs=runs)
 
 
 if __name__ == "__main__":

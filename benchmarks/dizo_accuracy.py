@@ -9,11 +9,7 @@ steps and at equal forward passes, and the steps each method needs to reach MeZO
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
-from common import run_parser, tracked_run
+from common import output_dir, run_parser, save_results, tracked_run
 
 
 def at_passes(records: list[dict], passes: int) -> dict:
@@ -55,10 +51,7 @@ def main() -> None:
         step = first_step_reaching(records, target)
         shown = f"step {step}" if step is not None else "not reached"
         print(f"steps to reach MeZO's accuracy at step {args.steps} ({target:.3f}): {name} {shown}")
-    out = Path(args.out or tempfile.mkdtemp(prefix="dizo-bench-"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "mezo": mezo, "dizo": dizo}, indent=1))
-    print(f"results: {out / 'results.json'}")
+    save_results(output_dir(args, "dizo"), args, mezo=mezo, dizo=dizo)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,7 @@ subset of training examples (the step losses of best-of-K are biased low, so the
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
-
-from common import run_parser, tracked_run
+from common import output_dir, run_parser, save_results, tracked_run
 
 
 def main() -> None:
@@ -45,10 +41,7 @@ def main() -> None:
         last = result["records"][-1]
         print(f"{label:<14}{result['steps']:>7}{last['forward_passes']:>8}{last['accuracy']:>14.3f}"
               f"{last['train_loss']:>12.4f}{last['seconds']:>12.0f}")
-    out = Path(args.out or tempfile.mkdtemp(prefix="ldsd-bench-"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": results}, indent=1))
-    print(f"results: {out / 'results.json'}")
+    save_results(output_dir(args, "ldsd"), args, runs=results)
 
 
 if __name__ == "__main__":
