@@ -164,8 +164,11 @@ def _maybe_json(text: str) -> Any:
 def block_features(blocks: Sequence[Block], losses: tuple[float, float], sigma: torch.Tensor) -> torch.Tensor:
     """The controllers' inputs, (blocks, 5): mean and (population) variance of each block, the previous step's
     L+ and L-, and each block's previous sigma; detached, float32."""
-    stats = torch.tensor([[float(v) for v in torch.var_mean(b.param.detach().float(), unbiased=False)[::-1]]
-                          for b in blocks], dtype=torch.float32)
+    if not blocks:
+        return torch.zeros(0, 5)
+    # Stacked where the weights live and copied once: one device sync per step, not two per block.
+    stats = torch.stack([torch.stack(torch.var_mean(b.param.detach().float(), unbiased=False)[::-1])
+                         for b in blocks]).to("cpu", torch.float32)
     previous = torch.tensor(losses, dtype=torch.float32).expand(len(blocks), 2)
     return torch.cat([stats, previous, sigma.detach().float().reshape(-1, 1)], dim=1)
 
