@@ -128,6 +128,19 @@ def test_zero_shot_row_comes_from_any_finished_method(tiny_model_dir, tiny_data_
     assert "| mezo | 0 |" not in table and "| mezo-rademacher | 1 | 2 |" in table  # cost rows count their runs
 
 
+def test_every_method_tied_at_the_best_score_is_bold(tiny_model_dir, tiny_data_dir, tmp_path):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0], budget={"steps": 1})
+    config = load_bench_config(grid)
+    run_grid(config, progress=False)
+    for method in ("mezo", "mezo-rademacher"):
+        path = tmp_path / "bench" / "runs" / method / "rotten_tomatoes" / "seed0" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["final"]["eval_score"] = 0.75
+        path.write_text(json.dumps(summary))
+    table = write_report(config)["table"].read_text()
+    assert "| mezo | **0.750** |" in table and "| mezo-rademacher | **0.750** |" in table
+
+
 @pytest.mark.parametrize("change,message", [
     ({"budget": {"steps": 2, "seconds": 5}}, "exactly one of"),
     ({"budget": {"epochs": 2}}, "exactly one of"),

@@ -119,13 +119,14 @@ def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is
              "|---" * (len(tasks) + 1) + "|"]
     if zero_shot_row:
         lines.append(f"| {ZERO_SHOT} | " + " | ".join(_cell(values(ZERO_SHOT, t)) for t in tasks) + " |")
-    best = {}
+    best: dict[str, set[str]] = {}  # every method tied at the best mean is bold, not only the first listed
     for task in tasks:
         means = {m: statistics.fmean(v) for m in methods if (v := values(m, task))}
         if len(means) > 1:
-            best[task] = (max if higher_is_better else min)(means, key=means.get)
+            top = (max if higher_is_better else min)(means.values())
+            best[task] = {m for m, mean in means.items() if mean == top}
     for method in methods:
-        lines.append(f"| {method} | " + " | ".join(_cell(values(method, t), best.get(t) == method)
+        lines.append(f"| {method} | " + " | ".join(_cell(values(method, t), method in best.get(t, ()))
                                                   for t in tasks) + " |")
     return "\n".join(lines)
 
