@@ -230,9 +230,10 @@ def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> N
             vals = _values(rows, list(config.methods), method, task, "score")
             mean, std = _mean_std(vals) if vals else (math.nan, None)
             means.append(mean)
-            stds.append(std or 0.0)
+            stds.append(std)
         positions = [t + (i - (len(methods) - 1) / 2) * width for t in range(len(tasks))]
-        ax.bar(positions, means, width, yerr=stds, capsize=2, label=method,
+        spread = [s or 0.0 for s in stds] if any(s is not None for s in stds) else None  # one seed: no bars
+        ax.bar(positions, means, width, yerr=spread, capsize=2, label=method,
                **({"color": "lightgrey", "hatch": "//"} if method == ZERO_SHOT else {}))
     metric = {r.run.task: r.metric for r in results}
     ax.set_xticks(range(len(tasks)), [f"{t}\n({metric.get(t, '')})" for t in tasks])
