@@ -14,18 +14,26 @@ import pytest
 
 from zotune.cli import main
 from zotune.errors import ZotuneWarning
+from zotune.outputs import LOCK_FILE
 
 ASSETS = Path(__file__).parent / "assets"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    # The lock file holds the id of the last process that locked the folder; everything else must stay as it was.
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
 
 
 def _train_args(model, data, out, *extra):
     return ["train", "--model", str(model), "--data-dir", str(data), "--output-dir", str(out), "--steps", "3",
             "--lr", "2e-3", "--eps", "1e-2", "--batch-size", "8", "--num-train", "32", "--num-dev", "8",
             "--num-eval", "8", "--eval-steps", "3", "--eval-batch-size", "16", "--no-progress", *extra]
+
+
+def _rerun_args(model, data, out, *extra):
+    """A new run over the finished one, told to replace it: the checks must fail before anything is removed."""
+    return _train_args(model, data, out, "--overwrite", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +75,7 @@ def test_malformed_data_files(case, run, tiny_model_dir, capsys):
     content, pattern = DATA_CASES[case]
     (run / TRAIN_FILE).write_bytes(content)
     before = _snapshot(run / "out")
-    assert main(_train_args(tiny_model_dir, run / "data", run / "out")) == 2
+    assert main(_rerun_args(tiny_model_dir, run / "data", run / "out")) == 2
     _expect_one_line_error(capsys, pattern)
     assert _snapshot(run / "out") == before
 
@@ -86,7 +94,7 @@ def test_bad_config_files(case, run, tiny_model_dir, capsys):
     text, pattern = CONFIG_CASES[case]
     (run / "config.yaml").write_text(text)
     before = _snapshot(run / "out")
-    args = _train_args(tiny_model_dir, run / "data", run / "out")
+    args = _rerun_args(tiny_model_dir, run / "data", run / "out")
     at = args.index("--steps")
     args = args[:at] + args[at + 2:] + ["--config", str(run / "config.yaml")]  # --steps would override the file
     assert main(args) == 2
@@ -96,7 +104,7 @@ def test_bad_config_files(case, run, tiny_model_dir, capsys):
 
 def test_a_candidate_that_leaves_no_room_for_the_prompt(run, tiny_model_dir, capsys):
     before = _snapshot(run / "out")
-    assert main(_train_args(tiny_model_dir, run / "data", run / "out", "--max-length", "1")) == 2
+    assert main(_rerun_args(tiny_model_dir, run / "data", run / "out", "--max-length", "1")) == 2
     _expect_one_line_error(capsys, "leaves no room for the prompt in max_length 1")
     assert _snapshot(run / "out") == before
 
@@ -129,6 +137,7 @@ def test_a_corrupt_checkpoint(damage, run, tiny_model_dir, capsys):
     ("garbage_line", "seeds.jsonl:2: corrupt seed log line"),
     ("missing_field", "seeds.jsonl:2: corrupt seed log line (bad or missing 'seed')"),
     ("no_header", "is not a zotune seed log"),
+    ("edited_lr", "seeds.jsonl:3: step 1 line was changed after it was written (checksum mismatch)"),
     ("missing_file", "Cannot read seed log"),
 ])
 def test_a_corrupt_seed_log(damage, pattern, run, capsys):
@@ -136,10 +145,14 @@ def test_a_corrupt_seed_log(damage, pattern, run, capsys):
     lines = log.read_text().splitlines(keepends=True)
     if damage == "garbage_line":
         lines[1] = "\x00\x01 not json\n"
-    elif damage == "missing_field":
+    elif damage == "missing_field":  # in a log without checksums (older zotune), or the checksum would report it
         step = json.loads(lines[1])
-        del step["seed"]
+        del step["seed"], step["check"]
         lines[1] = json.dumps(step) + "\n"
+    elif damage == "edited_lr":
+        step = json.loads(lines[2])
+        step["lr"] *= 2
+        lines[2] = json.dumps(step) + "\n"
     elif damage == "no_header":
         lines = lines[1:]
     log.write_text("".join(lines))

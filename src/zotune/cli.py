@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model on a task", argument_default=argparse.SUPPRESS)
     train.add_argument("--config", help="YAML file of settings; flags given here override it")
     for field in dataclasses.fields(_train_config_cls()):
-        if field.name in ("method_options", "resume", "save_best"):
+        if field.name in ("method_options", "resume", "save_best", "overwrite", "trust_remote_code"):
             continue
         kind = _field_type(field)
         flag = "--" + field.name.replace("_", "-")
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="an option of the method or its sampler, repeatable (e.g. --option sample_fraction=0.3)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a previous run's files in --output-dir (without it, such a folder is refused)")
+    train.add_argument("--trust-remote-code", action="store_true",
+                       help="allow a model whose config needs custom Python code (it runs that code)")
     train.add_argument("--no-save-best", dest="save_best", action="store_false",
                        help="do not write the best-dev model folder")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -117,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--base", help="the base model (default: the one named in the log)")
     rp.add_argument("--out", required=True, help="folder for the rebuilt model (a loadable HF folder)")
     rp.add_argument("--steps", type=int, help="replay only the first STEPS steps (e.g. the best-dev step)")
+    rp.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     bench = sub.add_parser("bench", help="run a grid of methods x tasks x seeds from a YAML file and write a CSV, "
@@ -196,8 +201,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")
     if fin is not None:
-        chosen = (f"best dev {result.best_dev_accuracy:.4f} at step {result.best_step}"
-                  if config.num_dev and config.save_best else f"final weights, step {result.steps}")
+        if not config.num_dev:
+            chosen = f"final weights, step {result.steps}: no dev set to select with"
+        elif config.save_best:
+            chosen = f"best dev {result.best_dev_accuracy:.4f} at step {result.best_step}" + (
+                ", the zero-shot weights" if result.best_step == 0 else "")
+        else:
+            chosen = f"final weights, step {result.steps}"
         print(f"  fine-tuned  {fin:.4f}  ({chosen})")
     if zs is not None and fin is not None:
         print(f"  gain        {fin - zs:+.4f}")
@@ -247,19 +257,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from zotune.durable import check_writable, replace_folder
+    from zotune.outputs import check_not_inputs
     from zotune.replay import load_base, replay
     from zotune.seedlog import read_seed_log
 
     log = read_seed_log(args.log)
-    check_writable(args.out)
     base = args.base or log.header["model"]
+    out = Path(args.out).expanduser().resolve()
+    check_not_inputs({"--out": out}, {"--log": args.log, "--base": base})
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise ConfigError(f"--out {args.out} is the current folder or holds it: choose a folder for the model alone")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ConfigError(f"--out {args.out} already exists and is not empty: pass --overwrite to replace it, or "
+                          "choose a new folder")
+    check_writable(out.parent)
     model, tokenizer = load_base(log, base)
     total = len(log.steps) if args.steps is None else args.steps
     start = time.perf_counter()
     with tqdm(total=total, disable=not args.progress, desc="replay", unit="step", dynamic_ncols=True) as bar:
         result = replay(log, model, steps=args.steps, progress=lambda done: bar.update(1))
     seconds = time.perf_counter() - start
-    replace_folder(args.out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    replace_folder(out, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
     print(f"Replayed {result.steps} steps of {log.path} onto {base} in {seconds:.1f} s "
           f"({log.path.stat().st_size / 1024:.1f} KiB log); model saved in {args.out}")
     if result.matches_log is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zotune.errors import ConfigError
 
-__all__ = ["FolderLock", "check_not_inputs", "claim_outputs", "LOCK_FILE"]
+__all__ = ["FolderLock", "check_not_inputs", "existing_outputs", "remove_outputs", "LOCK_FILE"]
 
 LOCK_FILE = ".zotune.lock"
 
@@ -28,49 +28,56 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_not_inputs(writes: Mapping[str, str | Path], inputs: Mapping[str, str | Path | None]) -> None:
-    """Refuse when a path a command writes (or replaces) is an input, holds one, or lies inside one.
+def check_not_inputs(writes: Mapping[str, str | Path | Iterable[str | Path]],
+                     inputs: Mapping[str, str | Path | None], *, into: tuple[str, Path] | None = None) -> None:
+    """Refuse when a command would write one of its inputs.
 
     Args:
-        writes: what the command writes, by what it is (``{"--out": "runs/x/replayed"}``).
-        inputs: what it reads, by what it is (``{"--model": "runs/x/best"}``); None entries are skipped, and so
-            are names that are not local paths (hub ids).
+        writes: what the command creates or replaces, by the flag that names it: a path, or several (a run's
+            files in its output folder). A folder named here is replaced whole; one into which files are only
+            added is given as its files.
+        inputs: what it reads, by flag (``{"--model": "runs/x/best"}``); None entries are skipped, and so are
+            names that are not local paths (hub ids, built-in names).
+        into: ``(flag, folder)`` where the command adds files: it must not be an input folder itself.
 
     Raises:
-        ConfigError: naming the two paths.
+        ConfigError: an input is, or lies inside, something written; or something written already exists inside an
+            input folder (it would overwrite a file of that input). The message names both paths.
     """
     for in_name, in_path in inputs.items():
         if in_path is None or not Path(in_path).expanduser().exists():
             continue
         source = Path(in_path).expanduser().resolve()
-        for out_name, out_path in writes.items():
-            target = Path(out_path).expanduser().resolve()
-            if _inside(source, target) or _inside(target, source):
-                raise ConfigError(f"{out_name} {out_path} would write into {in_name} {in_path}: zotune never "
-                                  f"writes its inputs; choose another {out_name}")
+        if into is not None and Path(into[1]).expanduser().resolve() == source:
+            raise ConfigError(f"{into[0]} {into[1]} is {in_name}: zotune never writes into its inputs; choose "
+                              f"another {into[0]}")
+        for out_name, out_paths in writes.items():
+            for out_path in [out_paths] if isinstance(out_paths, (str, Path)) else out_paths:
+                target = Path(out_path).expanduser().resolve()
+                if _inside(source, target) or (_inside(target, source) and os.path.lexists(out_path)):
+                    raise ConfigError(f"{out_name} {_shown(out_paths)} would overwrite {in_name} {in_path}: zotune "
+                                      f"never writes its inputs; choose another {out_name}")
 
 
-def claim_outputs(folder: Path, names: Iterable[str], *, overwrite: bool, how: str) -> None:
-    """Make sure no file or folder of ``names`` in ``folder`` is there from before, or remove them on request.
+def _shown(paths: str | Path | Iterable[str | Path]) -> str:
+    return str(paths) if isinstance(paths, (str, Path)) else str(Path(next(iter(paths))).parent)
 
-    Args:
-        names: the entries the command is about to create (only these are ever removed).
-        overwrite: remove those that exist (``--overwrite``); otherwise refuse.
-        how: how the user continues or replaces them instead, for the error message.
 
-    Raises:
-        ConfigError: some exist and ``overwrite`` is false.
+def existing_outputs(folder: Path, names: Iterable[str]) -> list[str]:
+    """Which of the entries ``names`` a command is about to create in ``folder`` are there from before."""
+    return [name for name in names if os.path.lexists(Path(folder) / name)]
+
+
+def remove_outputs(folder: Path, names: Iterable[str]) -> None:
+    """Remove the entries ``names`` of ``folder`` (``--overwrite``; only names zotune itself writes are passed).
+
+    A link is removed, never followed: what it points to was not created by zotune.
     """
-    found = [name for name in names if os.path.lexists(folder / name)]
-    if not found:
-        return
-    if not overwrite:
-        raise ConfigError(f"{folder} already holds a run ({', '.join(found)}): {how}")
-    for name in found:
-        path = folder / name
+    for name in names:
+        path = Path(folder) / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        else:
+        elif os.path.lexists(path):
             path.unlink()
 
 

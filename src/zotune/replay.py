@@ -68,8 +68,16 @@ def replay(log: SeedLog, model: torch.nn.Module, *, steps: int | None = None,
         raise StateError(f"The base model's weights differ from the ones the seed log {log.path} was trained from "
                          f"(SHA-256 {base[:12]}... != {log.header['base_sha256'][:12]}...)")
     settings = dict(log.header["optimizer"])
-    settings["betas"] = tuple(settings["betas"])
-    optimizer = ZOOptimizer(model, **settings)
+    if "betas" in settings:
+        settings["betas"] = tuple(settings["betas"])
+    try:
+        optimizer = ZOOptimizer(model, **settings)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"{log.path}: the logged optimizer settings do not build an optimizer ({exc})") from exc
+    if log.header.get("blocks", len(optimizer.engine)) != len(optimizer.engine):
+        optimizer.remove_hooks()
+        raise StateError(f"The seed log {log.path} was written for {log.header['blocks']} trainable tensors; this "
+                         f"model has {len(optimizer.engine)}")
     count = len(log.steps) if steps is None else steps
     if not 0 <= count <= len(log.steps):
         raise StateError(f"Cannot replay {count} steps: the seed log {log.path} holds {len(log.steps)}")

@@ -15,7 +15,9 @@ a crash is the last one and is ignored when read.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -62,9 +64,38 @@ def _plan_runs(blocks: tuple[int, ...], weights: tuple[float, ...]) -> list[list
     return runs
 
 
-def _plan_from_runs(runs: list[list]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    pairs = [(block, float(weight)) for first, stop, weight in runs for block in range(int(first), int(stop))]
+def _plan_from_runs(runs: Any, num_blocks: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Expand ``[first, stop, weight]`` runs, checked to lie within the model's ``num_blocks`` blocks and to
+    name no more blocks than it has (so a line cannot ask for more memory than the model describes)."""
+    if not isinstance(runs, list):
+        raise ValueError("plan: not a list")
+    pairs: list[tuple[int, float]] = []
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 3 and all(_is_int(v) for v in run[:2])
+                and _is_number(run[2])):
+            raise ValueError(f"plan entry {run!r}: not [first, stop, weight]")
+        first, stop, weight = run
+        if not 0 <= first < stop <= num_blocks or len(pairs) + stop - first > num_blocks:
+            raise ValueError(f"plan entry {run!r}: more blocks than the model's {num_blocks}")
+        pairs += [(block, float(weight)) for block in range(first, stop)]
     return tuple(b for b, _ in pairs), tuple(w for _, w in pairs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _checksum(line: dict[str, Any]) -> str:
+    """A short SHA-256 of a line's content: an edit to a logged value is found, and named, when read."""
+    return hashlib.sha256(json.dumps(line).encode("utf-8")).hexdigest()[:16]
+
+
+def _dump(line: dict[str, Any]) -> str:
+    return json.dumps({**line, "check": _checksum(line)}) + "\n"
 
 
 def _step_line(record: StepRecord) -> dict[str, Any]:
@@ -98,16 +129,16 @@ class SeedLogWriter:
         if resume_at is None:
             header = {"format": FORMAT, "version": VERSION, "model": model_name, "dtype": dtype,
                       "optimizer": optimizer.hparams, "base_sha256": model_sha256(model),
-                      **(extra or {})}
-            atomic_write_text(self.path, json.dumps(header) + "\n")
+                      "blocks": len(optimizer.engine), **(extra or {})}
+            atomic_write_text(self.path, _dump(header))
         else:
             log = read_seed_log(self.path)
             kept = [log.header] + [_step_line(r) for r in log.steps if r.step < resume_at]
-            atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))
+            atomic_write_text(self.path, "".join(_dump(line) for line in kept))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: StepRecord) -> None:
-        self._fh.write(json.dumps(_step_line(record)) + "\n")
+        self._fh.write(_dump(_step_line(record)))
         self._fh.flush()
 
     def sync(self) -> None:
@@ -117,8 +148,7 @@ class SeedLogWriter:
 
     def finish(self, steps: int) -> None:
         """Write the end line with the hash of the weights after ``steps`` steps, and close."""
-        self._fh.write(json.dumps({"end": True, "steps": steps, "sha256": model_sha256(self.model)})
-                       + "\n")
+        self._fh.write(_dump({"end": True, "steps": steps, "sha256": model_sha256(self.model)}))
         self.sync()
         self._fh.close()
 
@@ -142,15 +172,52 @@ class SeedLog:
         return self.path.stat().st_size / max(len(self.steps), 1)
 
 
-def _record(line: dict[str, Any]) -> StepRecord:
-    plan = _plan_from_runs(line["plan"]) if "plan" in line else None
-    return StepRecord(step=int(line["step"]), seed=int(line["seed"]), lr=float(line["lr"]),
+# Header fields: required, and optional (an adapter to add first, the run's fingerprint, the block count).
+_HEADER = {"format": str, "version": int, "model": str, "dtype": str, "optimizer": dict, "base_sha256": str}
+_HEADER_OPTIONAL = {"peft": dict, "peft_seed": int, "fingerprint": str, "blocks": int}
+# Without a logged block count (older logs), a plan may name up to this many blocks (no model has more tensors).
+_MAX_BLOCKS = 1 << 16
+
+
+def _check_header(header: dict[str, Any]) -> str | None:
+    """What is wrong with a header (None: nothing)."""
+    missing = sorted(set(_HEADER) - set(header))
+    unknown = sorted(set(header) - set(_HEADER) - set(_HEADER_OPTIONAL))
+    if missing or unknown:
+        return f"header fields missing {missing} or unknown {unknown}"
+    for name, kind in {**_HEADER, **_HEADER_OPTIONAL}.items():
+        if name in header and (not isinstance(header[name], kind) or isinstance(header[name], bool)):
+            return f"header field {name} is {header[name]!r}, not a {kind.__name__}"
+    accepted = set(inspect.signature(ZOOptimizer.__init__).parameters) - {"self", "params"}
+    unknown = sorted(set(header["optimizer"]) - accepted)
+    if unknown or "method" not in header["optimizer"]:
+        return f"optimizer settings unknown {unknown} or without a method"
+    if not 0 < header.get("blocks", 1) <= _MAX_BLOCKS:
+        return f"header field blocks is {header['blocks']}"
+    return None
+
+
+def _record(line: dict[str, Any], num_blocks: int) -> StepRecord:
+    values = (line["step"], line["seed"], line["lr"])
+    if not (_is_int(values[0]) and _is_int(values[1]) and 0 <= values[1] < 2**63 and _is_number(values[2])
+            and isinstance(line["losses"], list) and isinstance(line["grads"], list)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in line["losses"] + line["grads"])):
+        raise ValueError("step, seed, lr, losses or grads")
+    plan = _plan_from_runs(line["plan"], num_blocks) if "plan" in line else None
+    return StepRecord(step=line["step"], seed=line["seed"], lr=float(line["lr"]),
                       losses=[float(x) for x in line["losses"]], grads=[float(x) for x in line["grads"]],
                       plan=plan, skipped=bool(line.get("skipped", False)))
 
 
+def _check_end(line: dict[str, Any]) -> None:
+    if not (_is_int(line.get("steps")) and line["steps"] >= 0 and isinstance(line.get("sha256"), str)
+            and len(line["sha256"]) == 64):
+        raise ValueError("end line: steps or sha256")
+
+
 def read_seed_log(path: str | Path) -> SeedLog:
-    """Read and check a seed log.
+    """Read and check a seed log: every line's fields and types, its checksum (an edited value is named by
+    its line), plans within the model's blocks, and the step order.
 
     Raises:
         StateError: the file is missing, not a seed log, or corrupt before its last line.
@@ -168,24 +235,36 @@ def read_seed_log(path: str | Path) -> SeedLog:
     parsed = []
     for lineno, line in enumerate(lines, 1):
         try:
-            parsed.append(json.loads(line.decode("utf-8")))
+            value = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StateError(f"{path}:{lineno}: corrupt seed log line ({type(exc).__name__})") from exc
-    if not parsed or not isinstance(parsed[0], dict) or parsed[0].get("format") != FORMAT:
+        if not isinstance(value, dict):
+            raise StateError(f"{path}:{lineno}: corrupt seed log line (not a JSON object)")
+        check = value.pop("check", None)  # logs before checksums have none
+        if check is not None and check != _checksum(value):
+            what = f"step {value['step']}" if isinstance(value.get("step"), int) else "its"
+            raise StateError(f"{path}:{lineno}: {what} line was changed after it was written (checksum mismatch)")
+        parsed.append(value)
+    if not parsed or parsed[0].get("format") != FORMAT:
         raise StateError(f"{path} is not a zotune seed log (no header line)")
     header = parsed[0]
     if header.get("version") != VERSION:
         raise StateError(f"{path}: seed log version {header.get('version')} is not supported (this zotune "
                          f"reads version {VERSION})")
+    problem = _check_header(header)
+    if problem:
+        raise StateError(f"{path}:1: corrupt seed log header ({problem})")
+    num_blocks = header.get("blocks", _MAX_BLOCKS)
     log = SeedLog(path, header)
     for lineno, line in enumerate(parsed[1:], 2):
         if log.end is not None:
             raise StateError(f"{path}:{lineno}: lines after the end line")
         try:
-            if line.get("end"):
+            if "end" in line:
+                _check_end(line)
                 log.end = line
                 continue
-            record = _record(line)
+            record = _record(line, num_blocks)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"{path}:{lineno}: corrupt seed log line (bad or missing {exc})") from exc
         if record.step != len(log.steps):

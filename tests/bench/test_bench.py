@@ -76,7 +76,7 @@ def test_interrupted_run_resumes_and_changed_settings_are_refused(tiny_model_dir
     from zotune.train.config import TrainConfig
     from zotune.train.loop import train
 
-    train(TrainConfig.from_dict({**run.settings, "steps": 2}), progress=False)
+    train(TrainConfig.from_dict({**run.settings, "steps": 2, "overwrite": True}), progress=False)
     (run.output_dir / "summary.json").unlink()
     assert [o.status for o in run_grid(config, progress=False)] == ["resumed"]
     resumed = json.loads((run.output_dir / "summary.json").read_text())

@@ -84,15 +84,18 @@ def resolve_model_path(spec: str) -> Path | str:
     return spec  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
 
 
-def load_model(spec: str, *, dtype: str = "float32"):
+def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = False):
     """Load ``(model, tokenizer)`` for a spec, the model in eval mode.
 
     Args:
         spec: built-in name, local folder, ``.gguf`` file or hub id.
         dtype: ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: allow a model whose config names custom Python code (which then runs). Off by
+            default: such a model is an error, never an interactive prompt.
 
     Raises:
-        AssetError: the model cannot be found, downloaded or loaded.
+        AssetError: the model cannot be found, downloaded or loaded, or its weights do not cover every tensor
+            of its architecture (transformers would fill the rest with random values).
         ConfigError: unknown dtype.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,18 +106,38 @@ def load_model(spec: str, *, dtype: str = "float32"):
         raise ConfigError(f"Invalid dtype: {dtype!r} (allowed: {', '.join(DTYPES)})")
     source = resolve_model_path(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
-    except (OSError, ValueError) as exc:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model, loading = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], output_loading_info=True,
+                                                              trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many kinds (OSError, ValueError, UnpicklingError, ...)
         hint = "" if isinstance(source, Path) else (
             f" (it is not a built-in: {', '.join(BUILTIN_MODELS)}, nor a local folder; "
             "as a hub id it needs network access to the model hub)"
         )
-        raise AssetError(f"Could not load model {spec!r}{hint}: {str(exc).splitlines()[0]}") from exc
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            hint = " (its config needs custom code, which zotune does not run unless you pass --trust-remote-code)"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AssetError(f"Could not load model {spec!r}{hint}: {first}") from exc
+    _check_loaded(spec, loading)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def _check_loaded(spec: str, loading: dict) -> None:
+    """Refuse a model whose files lacked tensors of its architecture (transformers initialises them randomly
+    and only logs it); tensors the architecture does not use are a warning."""
+    missing = sorted(loading.get("missing_keys") or []) + sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise AssetError(f"Model {spec!r} is incomplete: its weights lack (or mis-shape) {len(missing)} tensor(s) of "
+                         f"its architecture ({shown}); they would be random")
+    unexpected = sorted(loading.get("unexpected_keys") or [])
+    if unexpected:
+        warnings.warn(f"Model {spec!r}: {len(unexpected)} tensor(s) in its files are not used by its architecture "
+                      f"(e.g. {unexpected[0]})", ZotuneWarning, stacklevel=3)
 
 
 def fit_to_context(model, max_length: int) -> int:

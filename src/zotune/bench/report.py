@@ -14,6 +14,7 @@ from typing import Any
 from zotune.bench.grid import BenchConfig, RunSpec
 from zotune.bench.runner import SUMMARY
 from zotune.durable import atomic_write, atomic_write_text
+from zotune.errors import StateError
 from zotune.train.logging import read_jsonl
 
 __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
@@ -55,13 +56,30 @@ class RunResult:
         return row
 
 
+_SUMMARY_FIELDS = {"steps": int, "zero_shot": dict, "final": dict, "best_step": int, "forward_passes": int,
+                   "train_seconds": (int, float)}
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """A finished run's ``summary.json``, checked for the fields the report reads."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StateError(f"Corrupt {path}: {exc}; rerun that run (delete the file, or bench --force)") from exc
+    wrong = [name for name, kind in _SUMMARY_FIELDS.items()
+             if not isinstance(summary, dict) or not isinstance(summary.get(name), kind)]
+    if wrong:
+        raise StateError(f"Corrupt {path}: {', '.join(wrong)} missing or of the wrong type; rerun that run")
+    return summary
+
+
 def collect(config: BenchConfig) -> list[RunResult]:
     from zotune.tasks import TASKS
 
     results = []
     for run in config.runs():
         summary_path, metrics_path = run.output_dir / SUMMARY, run.output_dir / "metrics.jsonl"
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+        summary = _read_summary(summary_path) if summary_path.is_file() else None
         curve = []
         if summary is not None and metrics_path.is_file():
             curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds")}

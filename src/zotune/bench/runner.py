@@ -38,18 +38,24 @@ def _finished_config(run: RunSpec) -> dict | None:
 def run_state(run: RunSpec) -> str:
     """``finished`` (same settings), ``changed`` (finished with other settings), ``partial`` (a checkpoint,
     no summary) or ``new``."""
-    finished = _finished_config(run)
-    if finished is not None:
-        wanted = run.config().to_dict()
-        same = {k: v for k, v in finished.items() if k != "resume"} == {k: v for k, v in wanted.items()
-                                                                        if k != "resume"}
-        return "finished" if same else "changed"
+    if _finished_config(run) is not None:
+        return "changed" if _changed_keys(run) else "finished"
     return "partial" if (run.output_dir / "checkpoint").exists() else "new"
 
 
+# How a run was started, not what it computed.
+_NOT_SETTINGS = ("resume", "overwrite")
+
+
 def _changed_keys(run: RunSpec) -> list[str]:
+    """The settings in which a finished run differs from the grid's; a setting newer than the run's summary
+    counts as its default."""
+    from zotune.train.config import TrainConfig
+
     finished, wanted = _finished_config(run) or {}, run.config().to_dict()
-    return sorted(k for k in wanted if k != "resume" and finished.get(k) != wanted[k])
+    defaults = TrainConfig().to_dict()
+    return sorted(k for k in set(wanted) | set(finished) if k not in _NOT_SETTINGS
+                  and finished.get(k, defaults.get(k)) != wanted.get(k, defaults.get(k)))
 
 
 def _run_in_process(run: RunSpec, resume: bool, progress: bool) -> None:
@@ -59,7 +65,8 @@ def _run_in_process(run: RunSpec, resume: bool, progress: bool) -> None:
 
     torch.manual_seed(run.seed)  # as `zotune train` does for its process
     config = run.config()
-    config.resume = resume
+    # A run folder without a checkpoint holds, at most, what an earlier grid wrote before its first checkpoint.
+    config.resume, config.overwrite = resume, not resume
     train(config, progress=progress)
 
 
@@ -70,7 +77,7 @@ def _run_isolated(run: RunSpec, resume: bool, progress: bool) -> None:
     settings_file = run.output_dir / RUN_FILE
     settings_file.write_text(yaml.safe_dump(run.settings, sort_keys=False), encoding="utf-8")
     command = [sys.executable, "-m", "zotune", "train", "--config", str(settings_file)]
-    command += ["--resume"] if resume else []
+    command += ["--resume"] if resume else ["--overwrite"]  # as in _run_in_process
     command += [] if progress else ["--no-progress"]
     process = subprocess.Popen(command)
     try:

@@ -83,11 +83,38 @@ def load_checkpoint(folder: str | Path, model, optimizer) -> dict[str, Any]:
         raise StateError(f"No checkpoint to resume from in {folder}")
     folder = found
     try:
+        loop_state = json.loads((folder / LOOP).read_text(encoding="utf-8"))
+        _check_loop_state(loop_state)
+    except (OSError, ValueError, StateError) as exc:
+        raise StateError(f"Corrupt checkpoint in {folder}: {exc}") from exc
+    try:
         load_trainable_state(model, load_file(str(folder / WEIGHTS)))
         optimizer.load_state_dict(torch.load(folder / OPTIMIZER, weights_only=True))
-        return json.loads((folder / LOOP).read_text(encoding="utf-8"))
     except StateError:
         raise
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StateError(f"Corrupt checkpoint in {folder}: {reason}") from exc
+    if getattr(optimizer, "step_count", loop_state["step"]) != loop_state["step"]:
+        raise StateError(f"Corrupt checkpoint in {folder}: {LOOP} is at step {loop_state['step']}, the optimizer "
+                         f"state at step {optimizer.step_count}")
+    return loop_state
+
+
+# The loop state's entries and their JSON types; a checkpoint may hold more (zero-shot scores, timings, ...).
+_LOOP_FIELDS = {"step": int, "best_dev": (int, float), "best_dev_loss": (int, float), "best_step": int,
+                "train_seconds": (int, float)}
+
+
+def _check_loop_state(state: Any) -> None:
+    if not isinstance(state, dict):
+        raise StateError(f"{LOOP} is not a JSON object")
+    for name, kind in _LOOP_FIELDS.items():
+        value = state.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise StateError(f"{LOOP}: {name} is {value!r}, not a number of the right kind")
+    if state["step"] < 0 or not 0 <= state["best_step"] <= state["step"]:
+        raise StateError(f"{LOOP}: step {state['step']} / best_step {state['best_step']} out of range")
+    for name in ("zero_shot", "step_seconds", "fingerprint"):
+        if name in state and not isinstance(state[name], dict):
+            raise StateError(f"{LOOP}: {name} is not a JSON object")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ class TrainConfig:
     max_nonfinite: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
     output_dir: str = field(default="runs/demo", metadata={"help": "where logs, plots and checkpoints go"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace a previous run's files in output_dir (without it, such a folder is refused)"})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "allow a model whose config needs custom Python code from its folder or hub repo"})
     save_best: bool = field(default=True, metadata={"help": "save the best-dev model as a HF folder"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
@@ -84,18 +89,34 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-        for name in ("num_dev", "num_eval", "seed", "data_seed"):
+        for name in ("num_dev", "num_eval"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer >= 0)")
+        for name in ("seed", "data_seed"):  # torch generators take 64-bit seeds; zotune mixes them as 63-bit
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                problems.append(f"Invalid {name}: {value!r} (must be an integer from 0 to 2**63 - 1)")
         for name, low_ok in (("lr", True), ("eps", False), ("weight_decay", True)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not low_ok):
-                problems.append(f"Invalid {name}: {value!r} (must be a number {'>=' if low_ok else '>'} 0)")
+            if not _is_finite_number(value) or value < 0 or (value == 0 and not low_ok):
+                problems.append(f"Invalid {name}: {value!r} (must be a finite number {'>=' if low_ok else '>'} 0)")
         for name in ("max_forward_passes", "max_seconds"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
-                problems.append(f"Invalid {name}: {value!r} (must be a number > 0)")
+            if value is not None and (not _is_finite_number(value) or value <= 0):
+                problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
+        for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
+        for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
+        for name in ("data_dir", "sampler", "peft", "parallel"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
         if not isinstance(self.method_options, dict):
             problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         if problems:
@@ -119,6 +140,10 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"Unknown config key(s) {unknown}; allowed: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
+from zotune.errors import StateError
+
 __all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "read_jsonl"]
 
 
@@ -50,12 +52,30 @@ class NullLogger:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file; a last line cut short by a crash (no newline) is dropped."""
-    text = Path(path).read_text(encoding="utf-8")
+    """The records of a JSON-lines file; a last line cut short by a crash (no newline) is dropped.
+
+    Raises:
+        StateError: the file cannot be read, is not UTF-8, or holds a line that is not a JSON object.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     lines = text.split("\n")
     if lines and lines[-1].strip():
         try:
             json.loads(lines[-1])
         except json.JSONDecodeError:
             lines.pop()
-    return [json.loads(line) for line in lines if line.strip()]
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{path}:{lineno}: corrupt line ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise StateError(f"{path}:{lineno}: corrupt line (not a JSON object)")
+        records.append(record)
+    return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -19,11 +20,12 @@ from zotune.adapters import apply_peft
 from zotune.assets import fit_to_context, load_model
 from zotune.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
-from zotune.errors import Interrupted, NonFiniteLossError, ZotuneWarning
+from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import ZOOptimizer
 from zotune.perturb import mix_seed
-from zotune.seedlog import SeedLogWriter
+from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
+from zotune.seedlog import SeedLogWriter, read_seed_log
 from zotune.tasks import (
     TASKS,
     encode,
@@ -32,6 +34,7 @@ from zotune.tasks import (
     sample_mezo,
     task_loss,
 )
+from zotune.tasks.data import TaskData
 from zotune.train.checkpoint import (
     find_checkpoint,
     load_best,
@@ -44,7 +47,7 @@ from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
-__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log"]
+__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +97,59 @@ def truncate_log(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+# Everything a run writes in its output folder: a new run refuses a folder holding any of them (unless told to
+# overwrite, and then removes only these), so nothing else in the folder is ever touched.
+RUN_FILES = ("seeds.jsonl", "metrics.jsonl", "summary.json", "loss.png", "layers.png", "checkpoint",
+             "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial")
+# Settings a resumed run may change: none of them changes the weights a step produces.
+RESUMABLE = frozenset({"steps", "max_forward_passes", "max_seconds", "eval_steps", "log_steps", "eval_batch_size",
+                       "output_dir", "resume", "overwrite", "save_best", "threads", "data_dir", "trust_remote_code"})
+
+
+def run_fingerprint(config: TrainConfig, model_name: str, data: TaskData) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed: every setting outside ``RESUMABLE`` and a
+    SHA-256 of the sampled rows (train, dev, eval), so an edited label or another data seed is caught."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}
+    settings["model"] = model_name
+    rows = json.dumps([data.train, data.dev, data.eval], sort_keys=True, ensure_ascii=False, default=str)
+    return {"settings": settings, "data_sha256": hashlib.sha256(rows.encode("utf-8")).hexdigest()}
+
+
+def fingerprint_sha256(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made with other settings or data, naming what differs."""
+    if saved is None:
+        warnings.warn(f"The checkpoint in {folder} predates run fingerprints: its settings and data cannot be "
+                      "checked against this run's", ZotuneWarning, stacklevel=3)
+        return
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+        raise StateError(f"Corrupt checkpoint in {folder}: its run fingerprint is malformed")
+    old, new = saved["settings"], current["settings"]
+    changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+               if old.get(key) != new.get(key)]
+    if saved.get("data_sha256") != current["data_sha256"]:
+        changed.append("the sampled data (a data file, --data-seed or a --num-* size changed)")
+    if changed:
+        raise ConfigError(f"Cannot resume the run in {folder.parent}: its checkpoint was made with other settings "
+                          f"({'; '.join(changed)}); use the original settings, or start over with --overwrite")
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
     Evaluates before training (zero-shot) on dev and eval, on dev every ``eval_steps``, keeps the best-dev
-    weights, and reports their accuracy on the eval set. Writes ``metrics.jsonl``, ``seeds.jsonl`` (the seed log
-    that ``zotune replay`` rebuilds the weights from), ``loss.png``, ``summary.json``, ``checkpoint/`` (for
-    ``--resume``) and ``best/`` (a loadable HF folder). Every file and folder is replaced atomically, so a run
-    killed at any moment resumes from its last checkpoint. SIGINT/SIGTERM save a checkpoint at the end of the
-    current step and raise ``Interrupted``.
+    weights, and reports their accuracy on the eval set (with no dev set: the final weights, saved as ``best/``).
+    Writes ``metrics.jsonl``, ``seeds.jsonl`` (the seed log that ``zotune replay`` rebuilds the weights from),
+    ``loss.png``, ``summary.json``, ``checkpoint/`` (for ``--resume``) and ``best/`` (a loadable HF folder). Every
+    file and folder is replaced atomically, so a run killed at any moment resumes from its last checkpoint.
+    SIGINT/SIGTERM save a checkpoint at the end of the current step and raise ``Interrupted``.
+
+    The output folder is locked for the run (one writer); a folder that holds another run is refused unless
+    ``config.resume`` continues it (with the same settings and data, checked) or ``config.overwrite`` replaces
+    its files; the model and data folders are never inside it.
 
     With ``config.parallel`` (under ``torchrun``), every process trains a replica (``zotune.distributed``); the
     first one alone evaluates and writes files.
@@ -113,21 +160,33 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """
     out = Path(config.output_dir)
     ranks = init_parallel(config.parallel, batch_size=config.batch_size)
+    if not ranks.is_main:
+        return _train(config, ranks, progress=False)
+    check_not_inputs({"--output-dir": [out / name for name in RUN_FILES]},
+                     {"--model": config.model, "--data-dir": config.data_dir}, into=("--output-dir", out))
+    check_writable(out)
+    with FolderLock(out):
+        return _train(config, ranks, progress=progress)
+
+
+def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
+    out = Path(config.output_dir)
     writes = ranks.is_main
-    progress = progress and writes
-    if writes:
-        check_writable(out)
-    resume = config.resume
-    if resume and find_checkpoint(out / "checkpoint") is None:
+    found = find_checkpoint(out / "checkpoint")
+    resume = config.resume and found is not None
+    previous = existing_outputs(out, RUN_FILES) if writes and not resume else []
+    if config.resume and found is None:
         warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
-                      stacklevel=2)
-        resume = False
+                      stacklevel=3)
+    if previous and not config.overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(previous)}): continue it with --resume, replace "
+                          "it with --overwrite, or choose another --output-dir")
     if config.threads:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
     # Fail on a bad name before the slow model load.
     METHODS.get(config.method), UPDATES.get(config.update), config.sampler and SAMPLERS.get(config.sampler)
-    model, tokenizer = load_model(config.model, dtype=config.dtype)
+    model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     max_length = fit_to_context(model, config.max_length)
     peft = config.peft_settings()
     if peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
@@ -143,7 +202,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                             n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
                             direction_parallel=by_directions, weight_decay=config.weight_decay,
                             directions=config.directions, method_options=config.method_options)
-
+    # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
+    base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
+    fingerprint = run_fingerprint(config, base_name, data)
     def save_best() -> None:
         if writes:
             replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
@@ -160,28 +221,39 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
     result = TrainResult(output_dir=str(out))
     loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
-                                  "train_seconds": 0.0}
+                                  "train_seconds": 0.0, "fingerprint": fingerprint}
     seed_log_path = out / "seeds.jsonl"
-    # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
-    base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
+    run_id = fingerprint_sha256(fingerprint)
     if resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
+        _check_fingerprint(out / "checkpoint", loop_state.get("fingerprint"), fingerprint)
+        loop_state["fingerprint"] = fingerprint
         result.zero_shot = loop_state.get("zero_shot", {})
-    if not writes:
-        seed_log = None
-    elif resume:
+    seed_log = None
+    if writes and resume:
+        # Every check before the first change to a file: a resume that is refused leaves the folder as it was.
+        logged = read_seed_log(seed_log_path) if seed_log_path.exists() else None
+        if logged is not None and logged.header.get("fingerprint", run_id) != run_id:
+            raise StateError(f"{seed_log_path} belongs to another run than the checkpoint in {out / 'checkpoint'} "
+                             "(their fingerprints differ); start over with --overwrite")
+        if logged is not None and len(logged.steps) < loop_state["step"]:
+            raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
+                             f"{loop_state['step']}: it does not belong to this checkpoint")
+        read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else None
         truncate_log(out / "metrics.jsonl", loop_state["step"])
-        if seed_log_path.exists():
+        if logged is not None:
             seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                      resume_at=loop_state["step"])
         else:
-            seed_log = None
             warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
                           stacklevel=2)
-    else:
-        adapter = {} if peft is None else {"peft": peft.to_dict(), "peft_seed": config.seed}
+    elif writes:
+        remove_outputs(out, previous)  # --overwrite: only now that the model, data and settings have loaded
+        extra: dict[str, Any] = {"fingerprint": run_id}
+        if peft is not None:
+            extra.update(peft=peft.to_dict(), peft_seed=config.seed)
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
-                                 extra=adapter)
+                                 extra=extra)
     logger = JsonlLogger(out / "metrics.jsonl", append=resume) if writes else NullLogger()
 
     def checkpoint(done: int) -> None:
@@ -206,7 +278,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
                 loop_state["zero_shot"] = result.zero_shot
                 loop_state["best_dev"] = result.zero_shot.get("dev_score", -1.0)
                 loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
-                if config.save_best:
+                if config.save_best and dev_ex:
                     save_best()
             start = loop_state["step"]
             bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
@@ -275,12 +347,17 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
             result.forward_passes = optimizer.forward_passes
             result.train_seconds = loop_state["train_seconds"]
             result.step_seconds = loop_state.get("step_seconds", {})
+            if not dev_ex:  # nothing to select with: the final weights are the ones scored and saved
+                loop_state.update(best_dev=float("nan"), best_step=result.steps)
+                if config.save_best:
+                    save_best()
             result.best_dev_accuracy = loop_state["best_dev"]
             result.best_step = loop_state["best_step"]
             # Report the best-dev weights on the held-out set (MeZO's protocol).
-            if config.save_best and writes and (out / "best").exists():
+            if config.save_best and writes and dev_ex:
                 load_best(model, out / "best")
-            result.final = {"eval_" + k: v for k, v in score(eval_ex, "held-out best-dev").items()}
+            chosen = "best-dev" if config.save_best and dev_ex else "final"
+            result.final = {"eval_" + k: v for k, v in score(eval_ex, f"held-out {chosen}").items()}
             logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
         finally:
             logger.close()
@@ -298,6 +375,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
             records, tmp, title=f"{optimizer.sampler.config.sampler} layer draws"))
         result.files["layers"] = str(out / "layers.png")
-    atomic_write_text(out / "summary.json", json.dumps({"config": config.to_dict(), **result.__dict__}, indent=1))
+    summary = {"config": config.to_dict(), **result.__dict__}
+    if not math.isfinite(summary["best_dev_accuracy"]):
+        summary["best_dev_accuracy"] = None  # no dev set: JSON has no NaN, and no number is the honest value
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     close_parallel(ranks)
     return result
