@@ -73,3 +73,21 @@ def _isolated_cache(tmp_path, monkeypatch, request):
     # Tests never touch the user's cache, except the one smoke test on the real default model.
     if "uses_real_cache" not in request.keywords:
         monkeypatch.setenv("ZOTUNE_HOME", str(tmp_path / "zotune-home"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    """A data folder and an output folder holding a finished 3-step run (copied per test: ``run``)."""
+    from hostile import train_args
+    from zotune.cli import main
+
+    root = tmp_path_factory.mktemp("finished")
+    shutil.copytree(ASSETS / "tiny_sentiment", root / "data" / "rotten_tomatoes")
+    assert main(train_args(tiny_model_dir, root / "data", root / "out")) == 0
+    return root
+
+
+@pytest.fixture()
+def run(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    return tmp_path

@@ -7,58 +7,13 @@ must be byte-for-byte what it was.
 import errno
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from hostile import TRAIN_FILE, expect_one_line_error, rerun_args, snapshot, train_args
 from zotune.cli import main
 from zotune.errors import ZotuneWarning
-from zotune.outputs import LOCK_FILE
-
-ASSETS = Path(__file__).parent / "assets"
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    # The lock file holds the id of the last process that locked the folder; everything else must stay as it was.
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
-
-
-def _train_args(model, data, out, *extra):
-    return ["train", "--model", str(model), "--data-dir", str(data), "--output-dir", str(out), "--steps", "3",
-            "--lr", "2e-3", "--eps", "1e-2", "--batch-size", "8", "--num-train", "32", "--num-dev", "8",
-            "--num-eval", "8", "--eval-steps", "3", "--eval-batch-size", "16", "--no-progress", *extra]
-
-
-def _rerun_args(model, data, out, *extra):
-    """A new run over the finished one, told to replace it: the checks must fail before anything is removed."""
-    return _train_args(model, data, out, "--overwrite", *extra)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_model_dir, tmp_path_factory):
-    """A data folder and an output folder holding a finished 3-step run (copied per test)."""
-    root = tmp_path_factory.mktemp("finished")
-    shutil.copytree(ASSETS / "tiny_sentiment", root / "data" / "rotten_tomatoes")
-    assert main(_train_args(tiny_model_dir, root / "data", root / "out")) == 0
-    return root
-
-
-@pytest.fixture()
-def run(finished_run, tmp_path):
-    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
-    return tmp_path
-
-
-def _expect_one_line_error(capsys, pattern):
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if not line.startswith("zotune: warning:")]
-    assert len(errors) == 1 and errors[0].startswith("zotune: error: "), err
-    assert pattern in errors[0]
-
-
-TRAIN_FILE = "data/rotten_tomatoes/train.jsonl"
 
 DATA_CASES = {
     "truncated_data_file": (b'{"text": "good", "label": 1}\n{"text": "bad", "lab', "train.jsonl:2: malformed JSON"),
@@ -74,10 +29,10 @@ DATA_CASES = {
 def test_malformed_data_files(case, run, tiny_model_dir, capsys):
     content, pattern = DATA_CASES[case]
     (run / TRAIN_FILE).write_bytes(content)
-    before = _snapshot(run / "out")
-    assert main(_rerun_args(tiny_model_dir, run / "data", run / "out")) == 2
-    _expect_one_line_error(capsys, pattern)
-    assert _snapshot(run / "out") == before
+    before = snapshot(run / "out")
+    assert main(rerun_args(tiny_model_dir, run / "data", run / "out")) == 2
+    expect_one_line_error(capsys, pattern)
+    assert snapshot(run / "out") == before
 
 
 CONFIG_CASES = {
@@ -93,26 +48,26 @@ CONFIG_CASES = {
 def test_bad_config_files(case, run, tiny_model_dir, capsys):
     text, pattern = CONFIG_CASES[case]
     (run / "config.yaml").write_text(text)
-    before = _snapshot(run / "out")
-    args = _rerun_args(tiny_model_dir, run / "data", run / "out")
+    before = snapshot(run / "out")
+    args = rerun_args(tiny_model_dir, run / "data", run / "out")
     at = args.index("--steps")
     args = args[:at] + args[at + 2:] + ["--config", str(run / "config.yaml")]  # --steps would override the file
     assert main(args) == 2
-    _expect_one_line_error(capsys, pattern)
-    assert _snapshot(run / "out") == before
+    expect_one_line_error(capsys, pattern)
+    assert snapshot(run / "out") == before
 
 
 def test_a_candidate_that_leaves_no_room_for_the_prompt(run, tiny_model_dir, capsys):
-    before = _snapshot(run / "out")
-    assert main(_rerun_args(tiny_model_dir, run / "data", run / "out", "--max-length", "1")) == 2
-    _expect_one_line_error(capsys, "leaves no room for the prompt in max_length 1")
-    assert _snapshot(run / "out") == before
+    before = snapshot(run / "out")
+    assert main(rerun_args(tiny_model_dir, run / "data", run / "out", "--max-length", "1")) == 2
+    expect_one_line_error(capsys, "leaves no room for the prompt in max_length 1")
+    assert snapshot(run / "out") == before
 
 
 def test_prompts_longer_than_the_context_are_cut_to_it_with_a_warning(run, tiny_model_dir):
     long_row = json.dumps({"text": " ".join(["good"] * 600), "label": 1})
     (run / TRAIN_FILE).write_text((long_row + "\n") * 40)
-    args = _train_args(tiny_model_dir, run / "data", run / "new", "--max-length", "100000")
+    args = train_args(tiny_model_dir, run / "data", run / "new", "--max-length", "100000")
     with pytest.warns(ZotuneWarning, match="exceeds the model's context of 256 tokens; using 256"):
         assert main(args) == 0
 
@@ -127,10 +82,10 @@ def test_a_corrupt_checkpoint(damage, run, tiny_model_dir, capsys):
         (folder / "optimizer.pt").write_bytes(data[: len(data) // 2])
     else:
         (folder / "loop_state.json").write_text('{"step": ')
-    before = _snapshot(run / "out")
-    assert main(_train_args(tiny_model_dir, run / "data", run / "out", "--steps", "6", "--resume")) == 2
-    _expect_one_line_error(capsys, f"Corrupt checkpoint in {folder}")
-    assert _snapshot(run / "out") == before
+    before = snapshot(run / "out")
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--steps", "6", "--resume")) == 2
+    expect_one_line_error(capsys, f"Corrupt checkpoint in {folder}")
+    assert snapshot(run / "out") == before
 
 
 @pytest.mark.parametrize("damage,pattern", [
@@ -159,19 +114,19 @@ def test_a_corrupt_seed_log(damage, pattern, run, capsys):
     if damage == "missing_file":
         log.unlink()
     assert main(["replay", "--log", str(log), "--out", str(run / "rebuilt"), "--no-progress"]) == 2
-    _expect_one_line_error(capsys, pattern)
+    expect_one_line_error(capsys, pattern)
     assert not (run / "rebuilt").exists() or not any((run / "rebuilt").iterdir())
 
 
 def test_an_output_directory_that_is_a_file(run, tiny_model_dir, capsys):
     (run / "a-file").write_text("x")
-    assert main(_train_args(tiny_model_dir, run / "data", run / "a-file" / "out")) == 2
-    _expect_one_line_error(capsys, "is not writable")
+    assert main(train_args(tiny_model_dir, run / "data", run / "a-file" / "out")) == 2
+    expect_one_line_error(capsys, "is not writable")
 
 
 def test_a_read_only_output_directory(run, tiny_model_dir, capsys, monkeypatch):
     out = run / "out"
-    before = _snapshot(out)
+    before = snapshot(out)
     if os.geteuid() == 0:  # root ignores permission bits: refuse the write the way a read-only folder would
         real_open = os.open
 
@@ -184,19 +139,19 @@ def test_a_read_only_output_directory(run, tiny_model_dir, capsys, monkeypatch):
     else:
         out.chmod(0o555)
     try:
-        assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
+        assert main(train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
     finally:
         out.chmod(0o755)
-    _expect_one_line_error(capsys, f"Output directory {out} is not writable (Permission denied)")
+    expect_one_line_error(capsys, f"Output directory {out} is not writable (Permission denied)")
     monkeypatch.undo()
-    assert _snapshot(out) == before
+    assert snapshot(out) == before
 
 
 def test_a_full_disk_while_saving_a_checkpoint(run, tiny_model_dir, capsys, monkeypatch):
     import zotune.train.checkpoint as checkpoint
 
     out = run / "out"
-    before = _snapshot(out / "checkpoint")
+    before = snapshot(out / "checkpoint")
     real_save = checkpoint.save_file
 
     def disk_full(tensors, path, *args, **kwargs):
@@ -204,11 +159,11 @@ def test_a_full_disk_while_saving_a_checkpoint(run, tiny_model_dir, capsys, monk
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
     monkeypatch.setattr(checkpoint, "save_file", disk_full)
-    assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
-    _expect_one_line_error(capsys, "No space left on device")
-    assert _snapshot(out / "checkpoint") == before
+    assert main(train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
+    expect_one_line_error(capsys, "No space left on device")
+    assert snapshot(out / "checkpoint") == before
     assert not (out / "checkpoint.partial").exists()
     # Once there is room again, the run resumes from the intact checkpoint and finishes.
     monkeypatch.setattr(checkpoint, "save_file", real_save)
-    assert main(_train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 0
+    assert main(train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 0
     assert json.loads((out / "checkpoint" / "loop_state.json").read_text())["step"] == 6

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zotune.errors import ConfigError, Interrupted, ZotuneError, ZotuneWarning
+from zotune.errors import ConfigError, Interrupted, StateError, ZotuneError, ZotuneWarning
 
 __all__ = ["main", "build_parser"]
 
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-length", type=int, default=256)
     ev.add_argument("--dtype", default="float32")
+    ev.add_argument("--trust-remote-code", action="store_true",
+                    help="allow a model whose config needs custom Python code (it runs that code)")
 
     rp = sub.add_parser("replay", help="rebuild fine-tuned weights from the base model and a run's seed log "
                                        "(no forward pass)")
@@ -144,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for owner in (MetaTrainConfig, MetaRecipe):
         for field in dataclasses.fields(owner):
-            if field.name in ("recipe", "resume"):
+            if field.name in ("recipe", "resume", "overwrite"):
                 continue
             default = field.default if field.default is not dataclasses.MISSING else None
             meta.add_argument("--" + field.name.replace("_", "-"), type=_field_type(field, owner),
                               metavar=field.name.upper(), help=f"{field.metadata.get('help', '')} (default: {default})")
     meta.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    meta.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --out file and an earlier run's files in --output-dir")
     meta.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     sub.add_parser("list", help="list methods, update rules, tasks and built-in assets")
@@ -229,18 +233,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
 
+    scored = "num_eval" if args.split == "eval" else "num_dev"
+    bad = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("batch_size", "max_length", scored)
+           if getattr(args, name) < 1]
+    bad += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("num_train", "num_dev", "num_eval")
+            if getattr(args, name) < 0]
+    if not 0 <= args.data_seed < 2**63:
+        bad.append(f"--data-seed {args.data_seed}")
+    if bad:
+        raise ConfigError(f"Invalid {', '.join(dict.fromkeys(bad))}: sizes must be >= 1 ({scored} too, as it is "
+                          "the set scored), other counts >= 0, the data seed from 0 to 2**63 - 1")
     task = TASKS.get(args.task)
-    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.adapter:
         from zotune.adapters import load_adapter
 
         model = load_adapter(model, args.adapter)
     if args.checkpoint:
-
         weights = Path(args.checkpoint) / WEIGHTS
         if not weights.is_file():
             raise ConfigError(f"No {WEIGHTS} in checkpoint folder {args.checkpoint}")
-        load_trainable_state(model, load_file(str(weights)))
+        try:
+            tensors = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error kinds for a damaged file
+            raise StateError(f"Corrupt checkpoint weights {weights}: {exc}") from exc
+        load_trainable_state(model, tensors)
     data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
@@ -374,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.simplefilter("always", ZotuneWarning)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"zotune: warning: {msg}\n"
+    warnings.formatwarning = _format_warning
     try:
         from transformers.utils import logging as hf_logging
 
@@ -400,6 +417,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zotune: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug in zotune or a library: one line, and the traceback on request
+        if os.environ.get("ZOTUNE_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"zotune: internal error: {type(exc).__name__}: {first} (please report it; set ZOTUNE_TRACEBACK=1 "
+              "for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """zotune's own warnings as ``zotune: warning: ...``; another library's with its category and source, so
+    they are not taken for zotune's."""
+    if issubclass(category, ZotuneWarning):
+        return f"zotune: warning: {message}\n"
+    return f"{category.__name__} ({Path(filename).name}:{lineno}): {message}\n"
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def replace_folder(folder: str | Path, write: Callable[[Path], None]) -> None:
     the new one -> ``folder``. A crash between them leaves ``folder.old``, which :func:`previous_folder` finds.
     """
     folder = Path(folder)
+    if folder.is_symlink():  # a link the user made (to another disk, say) stays; its target is replaced
+        folder = folder.resolve()
     tmp = folder.with_name(folder.name + ".partial")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)

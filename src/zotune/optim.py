@@ -137,16 +137,16 @@ class ZOOptimizer(torch.optim.Optimizer):
         directions: str = "gaussian",
         method_options: dict[str, Any] | None = None,
     ) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0.0):
-            raise ConfigError(f"Invalid lr: {lr} (must be a finite number >= 0)")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0.0):
-            raise ConfigError(f"Invalid eps: {eps} (must be a finite number > 0)")
-        if not (isinstance(n_directions, int) and n_directions >= 1):
-            raise ConfigError(f"Invalid n_directions: {n_directions} (must be an integer >= 1)")
-        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0.0):
-            raise ConfigError(f"Invalid weight_decay: {weight_decay} (must be >= 0)")
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"Invalid seed: {seed} (must be an integer >= 0)")
+        if not (_is_real(lr) and math.isfinite(lr) and lr >= 0.0):
+            raise ConfigError(f"Invalid lr: {lr!r} (must be a finite number >= 0)")
+        if not (_is_real(eps) and math.isfinite(eps) and eps > 0.0):
+            raise ConfigError(f"Invalid eps: {eps!r} (must be a finite number > 0)")
+        if not (_is_real(n_directions) and isinstance(n_directions, int) and n_directions >= 1):
+            raise ConfigError(f"Invalid n_directions: {n_directions!r} (must be an integer >= 1)")
+        if not (_is_real(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0.0):
+            raise ConfigError(f"Invalid weight_decay: {weight_decay!r} (must be a finite number >= 0)")
+        if not (_is_real(seed) and isinstance(seed, int) and 0 <= seed < 2**63):
+            raise ConfigError(f"Invalid seed: {seed!r} (must be an integer from 0 to 2**63 - 1)")
         named = _named_trainable(params)
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
@@ -229,10 +229,27 @@ class ZOOptimizer(torch.optim.Optimizer):
         group = self.param_groups[0]
         started = time.perf_counter()
         self._forward_seconds = 0.0
+        generator_state = self._generator.get_state()
         step_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self._generator))
         record = self.last_record = StepRecord(self.step_count, step_seed, float(group["lr"]))
         loss_fn = self._counting(closure)
         plan_generator = torch.Generator(device="cpu").manual_seed(mix_seed(step_seed, _PLAN_STREAM))
+        self._updated = False
+        try:
+            return self._probe_and_update(loss_fn, record, plan_generator, fresh_closure, started)
+        except BaseException:
+            # The closure raised, returned no loss, or the step was interrupted: take the probes back out of the
+            # weights, so they are as they were before the step (to float rounding, in place; exactly, deferred),
+            # and rewind the step seed, so calling step again repeats this step. (Once the update is applied, a
+            # failure in a method's own round after it, DiZO's projection, leaves the updated weights.)
+            self.engine.undo_perturbations()
+            if not self._updated:
+                self._generator.set_state(generator_state)
+            raise
+
+    def _probe_and_update(self, loss_fn: Callable[[], float], record: StepRecord, plan_generator: torch.Generator,
+                          fresh_closure: Callable[[int], Callable[[], Any]] | None, started: float) -> float:
+        group, step_seed = self.param_groups[0], record.seed
         plan = self.sampler.plan(self.step_count, plan_generator)
         plan = self.method.plan(self.step_count, plan_generator, plan)
         n = group["n_directions"]
@@ -276,6 +293,8 @@ class ZOOptimizer(torch.optim.Optimizer):
             )
         )
         updating = time.perf_counter() - updating_started - (self._forward_seconds - forward_in_probes)
+        self.engine.applied.clear()  # the update folded in the last restore: nothing is left to undo
+        self._updated = True
         probes[-1].restore = None
         self._check_restored()
         self.sampler.observe(probes, plan)
@@ -323,6 +342,7 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def _skip(self, probes: list[Probe], started: float) -> float:
         self._check_restored()
+        self.engine.applied.clear()
         self._time_step(started)
         self.consecutive_skips += 1
         self.step_count += 1
@@ -341,8 +361,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         def loss_fn() -> float:
             self.forward_passes += 1
             forward_started = time.perf_counter()
-            loss = closure()
-            value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+            value = _loss_value(closure())
             self._forward_seconds += time.perf_counter() - forward_started
             if self.last_record is not None:
                 self.last_record.losses.append(value)
@@ -385,6 +404,23 @@ class ZOOptimizer(torch.optim.Optimizer):
 
 
 _PERTURBATIONS = ("auto", "in_place", "deferred")
+
+
+def _loss_value(loss: Any) -> float:
+    """The closure's loss as a float: a one-element real tensor or a real number, nothing else (a string or a
+    bool would turn into a number that is not a loss)."""
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not loss.is_complex() and loss.dtype != torch.bool:
+        return float(loss.item())
+    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        return float(loss)
+    shape = f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""
+    raise ConfigError(f"The closure must return the loss as a one-element tensor or a number; it returned "
+                      f"{type(loss).__name__}{shape}")
+
+
+def _is_real(value: Any) -> bool:
+    """An int or float, and not a bool (``lr=True`` is a mistake, not 1.0)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _direction_world(enabled: bool, n_directions: int, method: Any) -> tuple[int, int] | None:

@@ -213,13 +213,21 @@ class ZOConservative(UpdateRule):
                 terms = ctx.block_terms(scale, weight, -sign * ctx.lr)
                 engine.add_combination(engine.blocks[b], terms)
 
-        loss_here = ctx.loss_fn()
-        move(1.0)
-        if ctx.loss_fn() <= loss_here:
-            return
-        move(-2.0)
-        if ctx.loss_fn() < loss_here:
-            return
+        moved = 0.0
+        try:
+            loss_here = ctx.loss_fn()
+            move(1.0)
+            moved = 1.0
+            if ctx.loss_fn() <= loss_here:
+                return
+            move(-2.0)
+            moved = -1.0
+            if ctx.loss_fn() < loss_here:
+                return
+        except BaseException:
+            if moved:
+                move(-moved)  # a failed evaluation leaves the weights at theta, as a rejected step would
+            raise
         move(1.0)
 
 

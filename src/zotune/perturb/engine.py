@@ -117,6 +117,9 @@ class PerturbationEngine:
         self._pool: ThreadPoolExecutor | None = None
         # Deferred mode: block index -> {seed: coef} still to be added to theta for a forward pass.
         self.pending: dict[int, dict[int, float]] | None = {} if deferred else None
+        # In-place mode: block index -> {seed: coef} written into the weights by ``perturb`` and not yet undone,
+        # so a step that fails half-way can take its probes back out (``undo_perturbations``).
+        self.applied: dict[int, dict[int, float]] = {}
 
     @property
     def deferred(self) -> bool:
@@ -149,17 +152,28 @@ class PerturbationEngine:
         """theta_b <- theta_b + scale * s_b * z_b for every block b in ``plan`` (recorded only, when deferred)."""
         if self.pending is None:
             self.apply_combinations([(self.blocks[b], [(seed, scale * s)], 1.0) for b, s, _ in plan])
-            return
+        ledger = self.applied if self.pending is None else self.pending
         for b, block_scale, _ in plan:
-            terms = self.pending.setdefault(b, {})
+            terms = ledger.setdefault(b, {})
             # +eps, -2 eps, +eps (and LDSD's +eps, -eps) cancel exactly in float64: scaling by 2 is exact.
             coef = terms.get(seed, 0.0) + scale * block_scale
             if coef == 0.0:
                 terms.pop(seed, None)
                 if not terms:
-                    del self.pending[b]
+                    del ledger[b]
             else:
                 terms[seed] = coef
+
+    def undo_perturbations(self) -> None:
+        """Take back every probe not yet undone: deferred terms are dropped; in-place ones are subtracted from
+        the weights (to float rounding, as a normal restore). Called when a step fails half-way."""
+        if self.pending is not None:
+            self.pending.clear()
+            return
+        jobs = [(self.blocks[b], [(seed, -coef) for seed, coef in terms.items()], 1.0)
+                for b, terms in self.applied.items()]
+        self.applied.clear()
+        self.apply_combinations(jobs)
 
     def perturbed(self, block: Block) -> torch.Tensor | None:
         """theta + (pending terms) as a new tensor of the parameter's dtype, or None when nothing is pending.

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 
+from zotune.errors import ZotuneWarning
+
 __all__ = ["CHUNK", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
            "add_rademacher_signs"]
 
@@ -158,7 +160,7 @@ def _kernel(fn: Callable) -> Callable:
             _kernels[fn.__name__] = compiled
         except Exception as exc:  # no C++ compiler, an unsupported platform: eager ops give the same signs
             warnings.warn(f"Rademacher noise runs unfused ({type(exc).__name__}: {exc}); it is slower, not different",
-                          RuntimeWarning, stacklevel=4)
+                          ZotuneWarning, stacklevel=4)
             _kernels[fn.__name__] = fn
     return _kernels[fn.__name__]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import warnings
@@ -42,15 +43,16 @@ def read_rows(path: Path) -> list[dict]:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
     rows: list[dict] = []
     if path.suffix == ".csv":
-        try:
-            rows = [dict(r) for r in csv.DictReader(text.splitlines())]
+        try:  # csv reads the line ends itself, so a quoted field keeps its newlines
+            rows = [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
         except csv.Error as exc:
             raise DataError(f"{path}: malformed CSV ({exc})") from exc
         for row in rows:  # CSV has no types; labels are class indices
             if isinstance(row.get("label"), str) and row["label"].strip().lstrip("-").isdigit():
                 row["label"] = int(row["label"])
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
+        # JSON lines end at "\n" only: str.splitlines() would also split inside strings at U+2028, U+0085, ...
+        for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -72,6 +74,10 @@ def _find_split(folder: Path, split: str) -> Path | None:
     return None
 
 
+# Fields that hold a label or structured answers; every other field a template reads must be text.
+_NOT_TEXT = frozenset({"label", "entities", "answers", "answers_spans"})
+
+
 def _check_fields(task: Task, rows: list[dict], source: str) -> None:
     for i, row in enumerate(rows):
         missing = [f for f in task.fields if f not in row]
@@ -80,10 +86,21 @@ def _check_fields(task: Task, rows: list[dict], source: str) -> None:
                 f"{source}: row {i + 1} lacks field(s) {missing} needed by task {task.name!r} "
                 f"(it has {sorted(row)})"
             )
+        for name in task.fields:
+            if name not in _NOT_TEXT and not isinstance(row[name], str):
+                raise DataError(f"{source}: row {i + 1}: field {name!r} is {json.dumps(row[name])[:40]}, not text")
         try:
             task.label(row)
+            prompt, candidates = task.prompt(row), task.candidates(row)
+            if task.kind == "generation":
+                task.gold_answers(row)
         except DataError as exc:
             raise DataError(f"{source}: row {i + 1}: {exc}") from exc
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+            raise DataError(f"{source}: row {i + 1}: malformed for task {task.name!r} ({type(exc).__name__}: "
+                            f"{exc})") from exc
+        if not isinstance(prompt, str) or not all(isinstance(c, str) for c in candidates):
+            raise DataError(f"{source}: row {i + 1}: its answers or choices are not text")
 
 
 def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, list[dict]]:
@@ -140,7 +157,8 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
 def _split_validation(task: Task, rows: list[dict], folder: Path) -> dict[str, list[dict]]:
     """A folder with only ``validation`` (BoolQ and SQuAD in the offline pack): halves, from a fixed seed."""
     warnings.warn(f"{folder} has no train split for {task.name!r}: training and dev rows come from one half of "
-                  f"validation, held-out rows from the other (fixed seed {_BUILTIN_SPLIT_SEED})", stacklevel=3)
+                  f"validation, held-out rows from the other (fixed seed {_BUILTIN_SPLIT_SEED})", ZotuneWarning,
+                  stacklevel=3)
     order = list(range(len(rows)))
     random.Random(_BUILTIN_SPLIT_SEED).shuffle(order)
     cut = len(rows) // 2

@@ -23,8 +23,8 @@ from zotune.durable import atomic_write, atomic_write_text, check_writable, repl
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import ZOOptimizer
-from zotune.perturb import mix_seed
 from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
+from zotune.perturb import mix_seed
 from zotune.seedlog import SeedLogWriter, read_seed_log
 from zotune.tasks import (
     TASKS,
@@ -47,7 +47,8 @@ from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
-__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint", "RUN_FILES"]
+__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint",
+           "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 

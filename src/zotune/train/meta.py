@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from zotune.assets import fit_to_context, load_model
-from zotune.durable import atomic_write, check_writable, replace_folder
+from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import ConfigError, Interrupted, StateError
 from zotune.methods.zo_finetuner.controller import ControllerBank
 from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
+from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.tasks import TASKS, encode, load_splits, sample_mezo, task_loss
 from zotune.train.checkpoint import load_trainable_state, trainable_state
 from zotune.train.logging import JsonlLogger, read_jsonl
@@ -53,6 +55,8 @@ class MetaTrainConfig:
     checkpoint_steps: int = field(default=25, metadata={"help": "save a checkpoint every this many steps"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing controller file and a previous meta-training run's files in output_dir"})
     recipe: MetaRecipe = field(default_factory=MetaRecipe)
 
     def __post_init__(self) -> None:
@@ -61,6 +65,8 @@ class MetaTrainConfig:
         problems = [f"Invalid {name}: {getattr(self, name)!r} (must be an integer >= 1)"
                     for name in ("num_train", "max_length", "checkpoint_steps")
                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             problems.append(f"Invalid max_steps: {self.max_steps!r} (must be an integer >= 1)")
         if not self.out.endswith(".safetensors"):
@@ -96,9 +102,28 @@ def meta_train(config: MetaTrainConfig, *, progress: bool = True) -> MetaTrainRe
         ZotuneError: bad settings, data or model; a checkpoint that does not fit.
         Interrupted: SIGINT/SIGTERM (a checkpoint was saved; ``resume`` continues).
     """
-    out, recipe = Path(config.output_dir), config.recipe
+    out = Path(config.output_dir)
+    check_not_inputs({"--out": config.out, "--output-dir": [out / name for name in _RUN_FILES]},
+                     {"--model": config.model, "--data-dir": config.data_dir}, into=("--output-dir", out))
     check_writable(out)
-    check_writable(Path(config.out).parent if str(Path(config.out).parent) else Path("."))
+    check_writable(Path(config.out).parent)
+    with FolderLock(out):
+        return _meta_train(config, progress=progress)
+
+
+# What a meta-training run writes in its output folder (a new run refuses a folder holding any of them).
+_RUN_FILES = ("metrics.jsonl", "loss.png", "config.json", "checkpoint", "checkpoint.old", "checkpoint.partial")
+
+
+def _meta_train(config: MetaTrainConfig, *, progress: bool) -> MetaTrainResult:
+    out, recipe = Path(config.output_dir), config.recipe
+    resuming = config.resume and (out / "checkpoint").is_dir()
+    previous = [] if resuming else existing_outputs(out, _RUN_FILES)
+    if os.path.lexists(config.out) and not resuming:
+        previous.append(config.out)
+    if previous and not config.overwrite:
+        raise ConfigError(f"{', '.join(previous)} already exist(s) from an earlier run: continue it with --resume, "
+                          "replace it with --overwrite, or choose another --output-dir and --out")
     if config.threads:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
@@ -108,7 +133,9 @@ def meta_train(config: MetaTrainConfig, *, progress: bool = True) -> MetaTrainRe
     examples = encode(task, data.train, tokenizer, max_length=fit_to_context(model, config.max_length))
     steps_per_epoch = max(1, len(examples) // recipe.batch_size)
     checkpoint = out / "checkpoint"
-    resume = config.resume and checkpoint.is_dir()
+    resume = resuming
+    if not resume:  # --overwrite: only now that the model and data have loaded
+        remove_outputs(out, [name for name in previous if name != config.out])
     if resume:
         bank = ControllerBank.load(checkpoint / _CONTROLLER)
     else:
@@ -158,6 +185,6 @@ def meta_train(config: MetaTrainConfig, *, progress: bool = True) -> MetaTrainRe
     records = read_jsonl(out / "metrics.jsonl")
     atomic_write(out / "loss.png", lambda tmp: plot_training(
         records, tmp, title=f"ZO Fine-tuner meta-training on {config.task} ({config.model})"))
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1), encoding="utf-8")
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=1))
     return MetaTrainResult(trainer.step_count, total, seconds, config.out, last)
 

@@ -113,11 +113,13 @@ class DiZO(Method):
             limit = cfg.ratio_range / cfg.probe_eps * norms
             u = torch.maximum(torch.minimum(u, limit), -limit)
             probe_loss = fresh_loss(j)
-            self.set_ratios(self._ratio(gamma + cfg.probe_eps * u, norms))
-            loss_plus = probe_loss()
-            self.set_ratios(self._ratio(gamma - cfg.probe_eps * u, norms))
-            loss_minus = probe_loss()
-            self.set_ratios(torch.ones(len(self.projected)))  # undo the probe
+            try:
+                self.set_ratios(self._ratio(gamma + cfg.probe_eps * u, norms))
+                loss_plus = probe_loss()
+                self.set_ratios(self._ratio(gamma - cfg.probe_eps * u, norms))
+                loss_minus = probe_loss()
+            finally:  # also when the closure fails: the round leaves the weights unprojected
+                self.set_ratios(torch.ones(len(self.projected)))  # undo the probe
             grad = (loss_plus - loss_minus) / (2 * cfg.probe_eps)
             if not math.isfinite(grad):
                 skipped += 1

@@ -62,10 +62,13 @@ class MetaRecipe:
         problems = [f"Invalid {name}: {getattr(self, name)!r} (must be an integer >= 1)"
                     for name in ("epochs", "reset_every", "batch_size", "touched_rows")
                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
-        problems += [f"Invalid {name}: {getattr(self, name)!r} (must be a number > 0)"
+        problems += [f"Invalid {name}: {getattr(self, name)!r} (must be a finite number > 0)"
                      for name in ("eps", "model_lr", "clip_norm", "alpha", "meta_lr")
-                     if not isinstance(getattr(self, name), (int, float)) or not getattr(self, name) > 0]
-        if not 0 <= self.momentum < 1:
+                     if not isinstance(getattr(self, name), (int, float)) or isinstance(getattr(self, name), bool)
+                     or not 0 < getattr(self, name) < math.inf]
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            problems.append(f"Invalid seed: {self.seed!r} (must be an integer from 0 to 2**63 - 1)")
+        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
             problems.append(f"Invalid momentum: {self.momentum!r} (must be in [0, 1))")
         if problems:
             raise ConfigError("; ".join(problems))
