@@ -167,3 +167,118 @@ def test_a_full_disk_while_saving_a_checkpoint(run, tiny_model_dir, capsys, monk
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     assert main(train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 0
     assert json.loads((out / "checkpoint" / "loop_state.json").read_text())["step"] == 6
+
+
+# --- second pass (docs/reliability.md): valid data kept whole, absurd values refused, every file bounded -------
+
+
+def test_json_strings_with_unicode_line_separators_are_read_whole(tmp_path):
+    from zotune.tasks.data import read_rows
+
+    texts = ["a\u2028b", "c\u2029d", "e\u0085f", "g\x1ch\x1di\x1ej", "crlf"]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": 1}, ensure_ascii=False) + "\r\n" for t in texts),
+                    encoding="utf-8", newline="")
+    assert [row["text"] for row in read_rows(path)] == texts
+
+
+def test_a_quoted_csv_field_keeps_its_newline(tmp_path):
+    from zotune.tasks.data import read_rows
+
+    path = tmp_path / "rows.csv"
+    path.write_text('text,label\n"great\nfilm",1\n"plain",0\n', encoding="utf-8")
+    assert read_rows(path) == [{"text": "great\nfilm", "label": 1}, {"text": "plain", "label": 0}]
+
+
+@pytest.mark.parametrize("value", [None, 3, ["a", "b"]], ids=["null", "number", "list"])
+def test_a_text_field_that_is_not_text_is_refused(value, run, tiny_model_dir, capsys):
+    (run / TRAIN_FILE).write_text(json.dumps({"text": value, "label": 1}) + "\n")
+    before = snapshot(run / "out")
+    assert main(rerun_args(tiny_model_dir, run / "data", run / "out")) == 2
+    expect_one_line_error(capsys, "field 'text' is")
+    assert snapshot(run / "out") == before
+
+
+def _edit_seed_log(log: Path, line: int, edit) -> None:
+    lines = log.read_text().splitlines()
+    value = json.loads(lines[line])
+    value.pop("check", None)  # as an older log without checksums: the checks below must hold by themselves
+    edit(value)
+    lines[line] = json.dumps(value)
+    log.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    (lambda v: v.update(plan=[[0, 10**12, 1.0]]), "more blocks than the model's"),
+    (lambda v: v.update(plan=[[-5, 2, 1.0]]), "more blocks than the model's"),
+    (lambda v: v.update(seed=2**70), "corrupt seed log line"),
+    (lambda v: v.update(lr="0.1"), "corrupt seed log line"),
+], ids=["huge_plan", "negative_plan", "huge_seed", "string_lr"])
+def test_a_seed_log_line_cannot_describe_more_than_the_model(edit, pattern, run, capsys):
+    log = run / "out" / "seeds.jsonl"
+    _edit_seed_log(log, 1, edit)
+    assert main(["replay", "--log", str(log), "--out", str(run / "re"), "--no-progress"]) == 2
+    expect_one_line_error(capsys, pattern)
+
+
+@pytest.mark.parametrize("edit,pattern", [
+    (lambda h: h.pop("base_sha256"), "header fields missing ['base_sha256']"),
+    (lambda h: h.update(extra=1), "unknown ['extra']"),
+    (lambda h: h["optimizer"].update(learning_rate=1), "optimizer settings unknown ['learning_rate']"),
+    (lambda h: h.update(dtype=3), "header field dtype is 3"),
+], ids=["missing_key", "extra_key", "unknown_setting", "wrong_type"])
+def test_a_seed_log_header_with_missing_or_extra_keys(edit, pattern, run, capsys):
+    log = run / "out" / "seeds.jsonl"
+    _edit_seed_log(log, 0, edit)
+    assert main(["replay", "--log", str(log), "--out", str(run / "re"), "--no-progress"]) == 2
+    expect_one_line_error(capsys, pattern)
+
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--seed", str(2**64)], "Invalid seed"), (["--threads", "-1"], "Invalid threads"),
+    (["--weight-decay", "inf"], "Invalid weight_decay: inf"), (["--max-seconds", "nan"], "Invalid max_seconds"),
+    (["--lr", "inf"], "Invalid lr: inf"), (["--data-seed", "-1"], "Invalid data_seed"),
+])
+def test_absurd_training_values_are_refused(flags, pattern, run, tiny_model_dir, capsys):
+    before = snapshot(run / "out")
+    assert main(rerun_args(tiny_model_dir, run / "data", run / "out", *flags)) == 2
+    expect_one_line_error(capsys, pattern)
+    assert snapshot(run / "out") == before
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "0"], ["--batch-size", "-1"], ["--num-eval", "0"],
+                                   ["--split", "dev", "--num-dev", "0"]])
+def test_absurd_eval_values_are_refused(flags, run, tiny_model_dir, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir), "--data-dir", str(run / "data"), *flags]) == 2
+    expect_one_line_error(capsys, "Invalid --")
+
+
+@pytest.mark.parametrize("flags,pattern", [(["--eps", "inf"], "Invalid eps: inf"),
+                                           (["--threads", "0"], "Invalid threads")])
+def test_absurd_meta_training_values_are_refused(flags, pattern, run, tiny_model_dir, capsys):
+    assert main(["meta-train", "--model", str(tiny_model_dir), "--data-dir", str(run / "data"),
+                 "--output-dir", str(run / "meta"), *flags]) == 2
+    expect_one_line_error(capsys, pattern)
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("metrics", "metrics.jsonl:2: corrupt line"),
+    ("loop_state_shape", "loop_state.json: step is '3'"),
+    ("loop_state_list", "loop_state.json is not a JSON object"),
+])
+def test_resume_from_damaged_files_is_one_line_error(damage, pattern, run, tiny_model_dir, capsys):
+    out = run / "out"
+    if damage == "metrics":
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        lines[1] = "\x00\x00{not json"
+        (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    elif damage == "loop_state_shape":
+        state = json.loads((out / "checkpoint" / "loop_state.json").read_text())
+        state["step"] = "3"
+        (out / "checkpoint" / "loop_state.json").write_text(json.dumps(state))
+    else:
+        (out / "checkpoint" / "loop_state.json").write_text("[1, 2]")
+    before = snapshot(out)
+    assert main(train_args(tiny_model_dir, run / "data", out, "--steps", "6", "--resume")) == 2
+    expect_one_line_error(capsys, pattern)
+    assert snapshot(out) == before

@@ -178,7 +178,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         values.pop(key, None)
     settings = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     settings.update(values)
-    options = dict(settings.get("method_options") or {})
+    options = settings.get("method_options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"Invalid method_options: {options!r} (must be a mapping of option: value)")
+    options = dict(options)
     options.update(_parse_option(o) for o in (getattr(args, "option", None) or []))
     for key in [k for k in settings if k.startswith(_OPTION_DEST)]:
         options[key[len(_OPTION_DEST):]] = settings.pop(key)

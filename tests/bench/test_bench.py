@@ -162,3 +162,26 @@ def test_bad_grid_files_fail_before_anything_runs(change, message, tiny_model_di
 def test_missing_grid_file_is_a_clear_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "absent.yaml")]) == 2
     assert "Cannot read config file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("summary", "Corrupt"), ("summary_fields", "steps missing or of the wrong type"),
+    ("metrics", "metrics.jsonl:1: corrupt line"),
+])
+def test_report_only_on_damaged_run_files_is_one_line_error(damage, pattern, tiny_model_dir, tiny_data_dir, tmp_path,
+                                                           capsys):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                 methods={"mezo": {}}, budget={"steps": 2})
+    assert main(["bench", str(grid), "--no-progress"]) == 0
+    (run,) = load_bench_config(grid).runs()
+    summary = run.output_dir / "summary.json"
+    if damage == "summary":
+        summary.write_text(summary.read_text()[:40])
+    elif damage == "summary_fields":
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "steps": "2"}))
+    else:
+        (run.output_dir / "metrics.jsonl").write_text('{"kind": "zero_shot"\n{"kind": "train"}\n')
+    capsys.readouterr()
+    assert main(["bench", str(grid), "--report-only", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zotune: error: ") and pattern in err[0], err

@@ -78,10 +78,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Unset lr and eps take the mode's defaults (SPEC §1 for the peft modes); to_dict() shows the values used.
+        mode = self.peft if isinstance(self.peft, str) else None  # a wrong type is reported below
         if self.lr is None:
-            self.lr = _DEFAULT_LR.get(self.peft, _DEFAULT_LR[None])
+            self.lr = _DEFAULT_LR.get(mode, _DEFAULT_LR[None])
         if self.eps is None:
-            self.eps = _DEFAULT_EPS.get(self.peft, _DEFAULT_EPS[None])
+            self.eps = _DEFAULT_EPS.get(mode, _DEFAULT_EPS[None])
         problems = []
         positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
                     "n_directions", "max_nonfinite", "num_train")

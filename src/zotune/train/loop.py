@@ -196,6 +196,8 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                        num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
     train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=max_length)
                                  for rows in (data.train, data.dev, data.eval))
+    if config.batch_size > len(train_ex):
+        raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(train_ex)} training examples)")
     pad_id = tokenizer.pad_token_id
     by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
     optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
