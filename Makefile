@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/zotune train --config configs/smollm2-135m/mezo.yaml
+	$(BIN)/zotune train --config configs/smollm2-135m/mezo.yaml --overwrite   # replaces the previous demo run
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks examples
