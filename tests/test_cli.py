@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from zotune.cli import main
+from zotune.cli import build_parser, main
 
 
 def _train_args(model_dir, data_dir, out, *extra):
@@ -173,3 +173,35 @@ def test_type_error_in_a_flag_is_exit_code_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--steps", "many"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["train", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+    (["train", "--out", "x"], "unrecognized arguments: --out x"),  # no abbreviation of --output-dir
+    (["eval", "--task", "sst2"], "the following arguments are required: --model"),
+])
+def test_a_bad_flag_is_one_line_not_the_usage_block(argv, pattern, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and err[0].startswith("zotune: error: ") and pattern in err[0], err
+
+
+def test_version(capsys):
+    from zotune import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"zotune {__version__}"
+
+
+def test_an_unknown_name_is_refused_before_the_banner_and_any_folder(tmp_path, capsys):
+    assert main(["train", "--method", "mezzo", "--output-dir", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Unknown method 'mezzo'" in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_shows_each_default_once():
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "(default: the method's own)" in " ".join(text.split()) and "own) (default" not in text

@@ -72,10 +72,28 @@ def _add_method_option_flags(parser: argparse.ArgumentParser) -> None:
                                    help=f"{field.metadata.get('help', '')} (default: {field.default})")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with zotune's error style: one line and exit 2, not the whole usage block; no abbreviated
+    flags (``--out`` must not silently mean ``--output-dir``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"zotune: error: {message} (see {self.prog} --help)\n")
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    # A help text that explains its own default keeps it; the others get argparse's "(default: X)" once.
+    return help_text if "default" in help_text else f"{help_text} (default: {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zotune", description="Zeroth-order (forward-pass only) fine-tuning of language models."
-    )
+    from zotune import __version__
+
+    parser = _Parser(prog="zotune", description="Zeroth-order (forward-pass only) fine-tuning of language models.")
+    parser.add_argument("--version", action="version", version=f"zotune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune a model on a task", argument_default=argparse.SUPPRESS)
@@ -87,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None
         train.add_argument(flag, type=kind, metavar=field.name.upper(),
-                           help=f"{field.metadata.get('help', '')} (default: {default})")
+                           help=_with_default(field.metadata.get("help", ""), default))
     _add_method_option_flags(train)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="an option of the method or its sampler, repeatable (e.g. --option sample_fraction=0.3)")
@@ -101,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     ev = sub.add_parser("eval", help="score a model (or a training checkpoint) on a task")
-    ev.add_argument("--model", default="smollm2-135m", help="built-in name, folder, .gguf or hub id")
+    ev.add_argument("--model", required=True, help="built-in name (smollm2-135m), folder, .gguf or hub id")
     ev.add_argument("--checkpoint", help="a zotune checkpoint folder whose weights replace the model's")
     ev.add_argument("--adapter", help="a saved LoRA/prefix adapter folder (a --peft run's best/) to add to the model")
     ev.add_argument("--task", default="rotten_tomatoes")
@@ -150,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             default = field.default if field.default is not dataclasses.MISSING else None
             meta.add_argument("--" + field.name.replace("_", "-"), type=_field_type(field, owner),
-                              metavar=field.name.upper(), help=f"{field.metadata.get('help', '')} (default: {default})")
+                              metavar=field.name.upper(), help=_with_default(field.metadata.get("help", ""), default))
     meta.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     meta.add_argument("--overwrite", action="store_true",
                       help="replace an existing --out file and an earlier run's files in --output-dir")
@@ -170,7 +188,7 @@ def _budget(config) -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from zotune.train.config import TrainConfig, load_yaml_config
-    from zotune.train.loop import train
+    from zotune.train.loop import check_names, train
 
     values = dict(vars(args))
     progress = values.pop("progress", True)
@@ -187,6 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         options[key[len(_OPTION_DEST):]] = settings.pop(key)
     settings["method_options"] = options
     config = TrainConfig.from_dict(settings)
+    check_names(config)  # before the banner, and before anything is created
     import torch
 
     torch.manual_seed(config.seed)  # the process is seeded once; the algorithm uses its own generators

@@ -47,7 +47,7 @@ from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
-__all__ = ["train", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint",
+__all__ = ["train", "check_names", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint",
            "RUN_FILES"]
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,18 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
                           f"({'; '.join(changed)}); use the original settings, or start over with --overwrite")
 
 
+def check_names(config: TrainConfig) -> None:
+    """Every registered name of the config (task, method, update rule, sampler) exists: checked before the slow
+    model load and before any folder is created.
+
+    Raises:
+        UnknownNameError: naming the closest matches.
+    """
+    TASKS.get(config.task), METHODS.get(config.method), UPDATES.get(config.update)
+    if config.sampler is not None:
+        SAMPLERS.get(config.sampler)
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
@@ -160,6 +172,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
     out = Path(config.output_dir)
+    check_names(config)
     ranks = init_parallel(config.parallel, batch_size=config.batch_size)
     if not ranks.is_main:
         return _train(config, ranks, progress=False)
@@ -185,8 +198,6 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
-    # Fail on a bad name before the slow model load.
-    METHODS.get(config.method), UPDATES.get(config.update), config.sampler and SAMPLERS.get(config.sampler)
     model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     max_length = fit_to_context(model, config.max_length)
     peft = config.peft_settings()
