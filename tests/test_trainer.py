@@ -50,3 +50,61 @@ def test_gradient_accumulation_is_refused(tiny_model_and_tokenizer, tmp_path):
     model, tokenizer = tiny_model_and_tokenizer
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=1"):
         ZOTrainer(model=model, args=_args(tmp_path, gradient_accumulation_steps=2), train_dataset=_dataset(tokenizer))
+
+
+TORCHRUN_SCRIPT = '''
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, TrainingArguments
+
+from zotune.trainer import ZOTrainer
+
+model_dir, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(1)
+model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+# 8 different rows: a step's global batch is all of them, on one process or as two shards of 4.
+vocab = model.config.vocab_size
+rows = [{"input_ids": ids, "attention_mask": [1] * 6, "labels": ids}
+        for ids in ([3 + (i * 7 + j * 5) % (vocab - 3) for j in range(6)] for i in range(8))]
+args = TrainingArguments(output_dir=out, max_steps=3, per_device_train_batch_size=batch, learning_rate=2e-3,
+                         lr_scheduler_type="constant", save_strategy="no", report_to=[], seed=0, use_cpu=True,
+                         disable_tqdm=True, logging_strategy="no")
+trainer = ZOTrainer(model=model, args=args, train_dataset=rows, zo_eps=1e-2)
+trainer.train()
+save_file({n: p.detach().contiguous() for n, p in model.named_parameters()},
+          f"{out}/rank{trainer.args.process_index}.safetensors")
+'''
+
+
+def test_zo_trainer_under_torchrun_keeps_the_replicas_identical_and_equals_one_process(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from test_distributed import _assert_close_updates, _free_port
+
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          str(_free_port()), str(script), str(tiny_model_dir), str(tmp_path / "two"), "4"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, str(script), str(tiny_model_dir), str(tmp_path / "one"), "8"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    rank0, rank1 = (load_file(str(tmp_path / "two" / f"rank{r}.safetensors")) for r in range(2))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # each rank stepping on its shard's g drifted apart
+    single = load_file(str(tmp_path / "one" / "rank0.safetensors"))
+    _assert_close_updates(rank0, single, load_file(str(tiny_model_dir / "model.safetensors")))
+
+
+def test_zo_trainer_is_importable_from_the_package_root():
+    import zotune
+
+    assert zotune.ZOTrainer is ZOTrainer

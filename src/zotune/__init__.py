@@ -31,5 +31,15 @@ __all__ = [
     "StateError",
     "UnknownNameError",
     "ZotuneWarning",
+    "ZOTrainer",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # ZOTrainer imports transformers' Trainer (and accelerate): loaded on first use, not with `import zotune`.
+    if name == "ZOTrainer":
+        from zotune.trainer import ZOTrainer
+
+        return ZOTrainer
+    raise AttributeError(f"module 'zotune' has no attribute {name!r}")

@@ -69,5 +69,20 @@ class ZOTrainer(Trainer):
                       num_items_in_batch: Any = None) -> torch.Tensor:
         model.eval()  # dropout would let L+ and L- see two different networks
         inputs = self._prepare_inputs(inputs)
-        loss = self.zo_optimizer.step(lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
+        closure = self._data_parallel(lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
+        loss = self.zo_optimizer.step(closure)
         return torch.tensor(loss, device=self.args.device)
+
+    @staticmethod
+    def _data_parallel(closure):
+        """Under torchrun each process holds a shard of the batch: every probe's loss is averaged over the
+        processes (one all-reduce of a float), so every replica computes the same projected gradient and applies
+        the same update, as ``zotune train --parallel data`` does. Without it, each replica would step with its
+        own shard's gradient and the copies would drift apart."""
+        import torch.distributed as dist
+
+        from zotune.distributed import ParallelContext, mean_over_ranks
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return closure
+        return mean_over_ranks(closure, ParallelContext("data", dist.get_rank(), dist.get_world_size()))
