@@ -1,10 +1,12 @@
 """ZOTrainer: a transformers.Trainer that trains with forward passes only."""
 
+import json
+
 import pytest
 from transformers import TrainingArguments
 
 from zotune.errors import ConfigError
-from zotune.trainer import ZOTrainer
+from zotune.trainer import ZOTrainer, ZOTrainingArguments
 
 
 def _dataset(tokenizer, n=32):
@@ -59,7 +61,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, TrainingArguments
 
-from zotune.trainer import ZOTrainer
+from zotune.trainer import ZOTrainer, ZOTrainingArguments
 
 model_dir, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(1)
@@ -107,4 +109,43 @@ def test_zo_trainer_under_torchrun_keeps_the_replicas_identical_and_equals_one_p
 def test_zo_trainer_is_importable_from_the_package_root():
     import zotune
 
-    assert zotune.ZOTrainer is ZOTrainer
+    assert zotune.ZOTrainer is ZOTrainer and zotune.ZOTrainingArguments is ZOTrainingArguments
+
+
+def test_zo_training_arguments_parse_with_hf_argument_parser_and_reach_the_optimizer(tiny_model_and_tokenizer,
+                                                                                     tmp_path):
+    from transformers import HfArgumentParser
+
+    model, tokenizer = tiny_model_and_tokenizer
+    (args,) = HfArgumentParser(ZOTrainingArguments).parse_args_into_dataclasses([
+        "--output_dir", str(tmp_path), "--max_steps", "2", "--per_device_train_batch_size", "8", "--report_to",
+        "none", "--use_cpu", "--zo_method", "ldsd", "--zo_eps", "0.01", "--zo_update", "adam",
+        "--zo_method_options", '{"candidates": 2}', "--logging_steps", "1", "--save_strategy", "no"])
+    trainer = ZOTrainer(model=model, args=args, train_dataset=_dataset(tokenizer))
+    trainer.train()
+    opt = trainer.zo_optimizer
+    assert opt.hparams["method"] == "ldsd" and opt.hparams["eps"] == 0.01 and opt.hparams["update"] == "adam"
+    assert opt.method.config.candidates == 2 and opt.forward_passes == 2 * 3
+    saved = json.loads(args.to_json_string())
+    assert saved["zo_method"] == "ldsd" and saved["zo_method_options"] == '{"candidates": 2}'
+    train_logs = [r for r in trainer.state.log_history if "loss" in r]
+    assert train_logs and all("grad_norm" not in r and "zo_projected_grad" in r for r in train_logs)
+    assert train_logs[-1]["zo_forward_passes"] == 6
+
+
+def test_the_model_card_names_zeroth_order_training_not_adamw(tiny_model_and_tokenizer, tmp_path):
+    model, tokenizer = tiny_model_and_tokenizer
+    trainer = ZOTrainer(model=model, args=_args(tmp_path, max_steps=1), train_dataset=_dataset(tokenizer))
+    trainer.train()
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "zotune mezo (zeroth-order: forward passes only, no gradients), eps 0.001" in card
+    assert "adamw" not in card.lower() and "zeroth-order" in card
+
+
+def test_gradient_optimizer_arguments_are_warned_about(tiny_model_and_tokenizer, tmp_path):
+    from zotune.errors import ZotuneWarning
+
+    model, tokenizer = tiny_model_and_tokenizer
+    with pytest.warns(ZotuneWarning, match="ignores adam_beta1, optim"):
+        ZOTrainer(model=model, args=_args(tmp_path, adam_beta1=0.5, optim="sgd"), train_dataset=_dataset(tokenizer))

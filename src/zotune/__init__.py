@@ -32,14 +32,15 @@ __all__ = [
     "UnknownNameError",
     "ZotuneWarning",
     "ZOTrainer",
+    "ZOTrainingArguments",
     "__version__",
 ]
 
 
 def __getattr__(name: str):
-    # ZOTrainer imports transformers' Trainer (and accelerate): loaded on first use, not with `import zotune`.
-    if name == "ZOTrainer":
-        from zotune.trainer import ZOTrainer
+    # ZOTrainer(-Arguments) import transformers' Trainer (and accelerate): loaded on first use, not with `import zotune`.
+    if name in ("ZOTrainer", "ZOTrainingArguments"):
+        from zotune import trainer
 
-        return ZOTrainer
+        return getattr(trainer, name)
     raise AttributeError(f"module 'zotune' has no attribute {name!r}")

@@ -1,8 +1,13 @@
 """``ZOTrainer``: a drop-in ``transformers.Trainer`` that trains with a zotune method, forward passes only.
 
-An existing Trainer script switches by changing its class::
+An existing Trainer script switches by changing its class, and its arguments to ``ZOTrainingArguments`` (which
+``HfArgumentParser`` parses and the Trainer saves with the run, as it does for ``TrainingArguments``)::
 
-    trainer = ZOTrainer(model=model, args=args, train_dataset=ds, zo_method="mezo", zo_eps=1e-3)
+    args = ZOTrainingArguments(output_dir="out", zo_method="mezo", zo_eps=1e-3, learning_rate=1e-4)
+    trainer = ZOTrainer(model=model, args=args, train_dataset=ds)
+
+Plain ``TrainingArguments`` work too, with the ZO settings as keywords (``zo_method=``, ``zo_eps=``,
+``zo_options=``).
 
 ``training_step`` runs one ZO step (``2 n`` forward passes of ``compute_loss`` under ``no_grad``) and returns
 its loss; no gradient is ever allocated. The Trainer's own ``optimizer.step()`` call that follows is a no-op,
@@ -13,15 +18,55 @@ schedule (``lr_scheduler_type="constant"``), the Trainer's default is linear dec
 
 from __future__ import annotations
 
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
-from zotune.errors import ConfigError
+from zotune.errors import ConfigError, ZotuneWarning
 from zotune.optim import ZOOptimizer
 
-__all__ = ["ZOTrainer"]
+__all__ = ["ZOTrainer", "ZOTrainingArguments"]
+
+
+@dataclass
+class ZOTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the zeroth-order settings (as ``Seq2SeqTrainingArguments`` adds its own).
+
+    ``learning_rate``, ``weight_decay``, ``seed`` and the schedule are the Trainer's; ``max_grad_norm`` defaults
+    to 0 here, as there is no gradient to clip.
+    """
+
+    zo_method: str = field(default="mezo", metadata={"help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner"})
+    zo_eps: float = field(default=1e-3, metadata={"help": "perturbation scale epsilon"})
+    zo_update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
+    zo_n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
+    zo_directions: str = field(default="gaussian", metadata={"help": "distribution of z: gaussian or rademacher"})
+    zo_sampler: str | None = field(default=None, metadata={"help": "full or adalezo (default: the method's own)"})
+    zo_method_options: str = field(default="{}", metadata={
+        "help": 'options of the method and its sampler, as JSON (e.g. \'{"sample_fraction": 0.3}\')'})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "unused by ZO training (no gradients)"})
+
+    def zo_settings(self) -> dict[str, Any]:
+        """The ``ZOOptimizer`` arguments these settings give (besides lr, weight decay and seed)."""
+        try:
+            options = json.loads(self.zo_method_options) if isinstance(self.zo_method_options, str) \
+                else dict(self.zo_method_options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"Invalid zo_method_options {self.zo_method_options!r}: not a JSON object") from exc
+        if not isinstance(options, dict):
+            raise ConfigError(f"Invalid zo_method_options {self.zo_method_options!r}: not a JSON object")
+        return dict(update=self.zo_update, n_directions=self.zo_n_directions, directions=self.zo_directions,
+                    sampler=self.zo_sampler, method_options=options)
+
+
+# TrainingArguments that only a gradient optimizer reads, with the defaults at which they say nothing.
+_GRADIENT_ONLY = {"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8, "optim_args": None,
+                  "max_grad_norm": (0.0, 1.0)}
 
 
 class _StepInTrainingStep(ZOOptimizer):
@@ -48,14 +93,25 @@ class ZOTrainer(Trainer):
             argument is invalid.
     """
 
-    def __init__(self, *args: Any, zo_method: str = "mezo", zo_eps: float = 1e-3,
+    def __init__(self, *args: Any, zo_method: str | None = None, zo_eps: float | None = None,
                  zo_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.args.gradient_accumulation_steps != 1:
             raise ConfigError("ZOTrainer takes gradient_accumulation_steps=1: a ZO step has no gradients to "
                               "accumulate (raise per_device_train_batch_size instead)")
-        self.zo_method, self.zo_eps, self.zo_options = zo_method, zo_eps, dict(zo_options or {})
+        from_args = isinstance(self.args, ZOTrainingArguments)
+        if from_args and (zo_method, zo_eps, zo_options) != (None, None, None):
+            raise ConfigError("Give the ZO settings in ZOTrainingArguments or as ZOTrainer keywords, not both")
+        self.zo_method = self.args.zo_method if from_args else (zo_method or "mezo")
+        self.zo_eps = self.args.zo_eps if from_args else (1e-3 if zo_eps is None else zo_eps)
+        self.zo_options = self.args.zo_settings() if from_args else dict(zo_options or {})
         self.zo_optimizer: ZOOptimizer | None = None
+        ignored = [name for name, quiet in _GRADIENT_ONLY.items()
+                   if getattr(self.args, name, None) not in (quiet if isinstance(quiet, tuple) else (quiet,))]
+        ignored += ["optim"] if "adamw" not in str(self.args.optim).lower() else []
+        if ignored:
+            warnings.warn(f"ZOTrainer ignores {', '.join(ignored)}: they configure a gradient optimizer",
+                          ZotuneWarning, stacklevel=2)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -72,6 +128,37 @@ class ZOTrainer(Trainer):
         closure = self._data_parallel(lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
         loss = self.zo_optimizer.step(closure)
         return torch.tensor(loss, device=self.args.device)
+
+    # No gradient exists: the Trainer would otherwise clip nothing and log a grad_norm of 0 every step.
+    def _clip_grad_norm(self, model):
+        return None
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        return None
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's logs, with the ZO step's own numbers on training records: the last projected gradient,
+        the forward passes so far, and the method's and sampler's metrics."""
+        if "loss" in logs and self.zo_optimizer is not None and self.zo_optimizer.last_probes:
+            opt = self.zo_optimizer
+            logs = {**logs, "zo_projected_grad": opt.last_probes[0].projected_grad,
+                    "zo_forward_passes": opt.forward_passes,
+                    **{f"zo_{k}": v for k, v in {**opt.sampler.metrics(), **opt.method.metrics()}.items()}}
+        super().log(logs, *args, **kwargs)
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """The Trainer's card, with the optimizer it names replaced by what trained the model."""
+        tags = kwargs.pop("tags", None) or []
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        super().create_model_card(*args, tags=[*tags, "zotune", "zeroth-order"], **kwargs)
+        card = Path(self.args.output_dir) / "README.md"
+        if not self.is_world_process_zero() or not card.is_file():
+            return
+        trained_by = (f"zotune {self.zo_method} (zeroth-order: forward passes only, no gradients), "
+                      f"eps {self.zo_eps}, update {self.zo_options.get('update', 'sgd')}")
+        lines = [f"- optimizer: {trained_by}" if line.startswith("- optimizer:") else line
+                 for line in card.read_text(encoding="utf-8").splitlines()]
+        card.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     @staticmethod
     def _data_parallel(closure):
