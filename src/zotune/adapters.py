@@ -1,4 +1,4 @@
-"""Parameter-efficient modes through ``peft``: LoRA and prefix tuning, with MeZO's settings (SPEC §1).
+"""Parameter-efficient modes through ``peft``: LoRA and prefix tuning, with MeZO's settings (arXiv 2305.17333).
 
 Wrapping freezes the base weights, so ``ZOOptimizer`` (which takes the tensors with ``requires_grad``) perturbs
 and updates the adapter alone, and checkpoints hold the adapter alone. The adapter's initial values (LoRA's A)

@@ -1,4 +1,4 @@
-"""The update rules of ZO-Bench (arXiv 2402.11592) that consume a ZO gradient estimate (SPEC §1).
+"""The update rules of ZO-Bench (arXiv 2402.11592) that consume a ZO gradient estimate (MeZO's, arXiv 2305.17333).
 
 A rule receives, per step, the direction seeds with their scalar coefficients ``g_i / n`` and turns them into a
 parameter update, block by block, regenerating each z from its seed. ``sgd`` never materialises the gradient

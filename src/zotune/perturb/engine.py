@@ -1,4 +1,4 @@
-"""The seeded perturbation engine shared by every method (SPEC §1).
+"""The seeded perturbation engine shared by every method (MeZO, arXiv 2305.17333).
 
 A *block* is one named parameter tensor. Its noise for a direction seed ``s`` is regenerated on demand from the
 seed ``mix_seed(s, block.index)``, so any subset of blocks can be perturbed, restored and updated independently,

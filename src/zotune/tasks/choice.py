@@ -1,4 +1,4 @@
-"""Multiple-choice tasks, scored by the LM likelihood of each row's candidates: COPA and ReCoRD (SPEC §6)."""
+"""Multiple-choice tasks, scored by the LM likelihood of each row's candidates: COPA and ReCoRD (arXiv 2305.17333)."""
 
 from __future__ import annotations
 

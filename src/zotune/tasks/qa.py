@@ -1,4 +1,4 @@
-"""Extractive and abstractive QA tasks, SQuAD and DROP, generated greedily and scored by EM and F1 (SPEC §6)."""
+"""Extractive and abstractive QA tasks, SQuAD and DROP, generated greedily and scored by EM and F1 (MeZO, arXiv 2305.17333)."""
 
 from __future__ import annotations
 

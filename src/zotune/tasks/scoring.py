@@ -120,7 +120,7 @@ def classification_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def task_loss(task: Task, model, batch: Sequence[Encoded], pad_id: int, *, grad: bool = False) -> torch.Tensor:
-    """The training loss of SPEC §6: cross-entropy over the candidates for classification; for multiple choice
+    """The training loss of MeZO's protocol, arXiv 2305.17333: cross-entropy over the candidates for classification; for multiple choice
     and QA the LM loss (mean token negative log-likelihood, averaged over the batch's examples) of the correct
     candidate alone, so the other candidates cost no forward pass. ``grad``: build the autograd graph."""
     if task.kind == "classification":

@@ -1,4 +1,4 @@
-"""SuperGLUE classification tasks with MeZO's templates (SPEC §6).
+"""SuperGLUE classification tasks with MeZO's templates (arXiv 2305.17333).
 
 Each prompt ends with a newline and the answer is the next line, so the verbalisers carry no leading space.
 Labels follow the data pack's integers (../shared/data/README.md, the ``datasets`` convention); the verbaliser

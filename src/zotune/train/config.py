@@ -77,7 +77,7 @@ class TrainConfig:
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     def __post_init__(self) -> None:
-        # Unset lr and eps take the mode's defaults (SPEC §1 for the peft modes); to_dict() shows the values used.
+        # Unset lr and eps take the mode's defaults (MeZO's, arXiv 2305.17333, for the peft modes); to_dict() shows the values used.
         mode = self.peft if isinstance(self.peft, str) else None  # a wrong type is reported below
         if self.lr is None:
             self.lr = _DEFAULT_LR.get(mode, _DEFAULT_LR[None])

@@ -19,7 +19,7 @@ DEFAULT_LAYER_PATTERN = r"(?:^|\.)(?:layers|h|block|blocks)\.(\d+)\."
 
 @dataclass
 class AdaLeZOConfig(SamplerConfig):
-    """AdaLeZO (arXiv 2604.18264): bandit sampling of layers with inverse probability weighting (SPEC §2)."""
+    """AdaLeZO (arXiv 2604.18264): bandit sampling of layers with inverse probability weighting."""
 
     sample_fraction: float = field(default=0.2, metadata={"help": "rho: k = max(1, floor(rho * L)) draws per step"})
     temperature: float = field(default=0.6, metadata={"help": "tau: softmax temperature over normalised rewards"})

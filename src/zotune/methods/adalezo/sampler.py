@@ -1,4 +1,4 @@
-"""The AdaLeZO sampler: a bandit over layers that perturbs and updates only the sampled ones (SPEC §2)."""
+"""The AdaLeZO sampler: a bandit over layers that perturbs and updates only the sampled ones (arXiv 2604.18264)."""
 
 from __future__ import annotations
 

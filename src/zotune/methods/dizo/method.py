@@ -1,4 +1,4 @@
-"""DiZO: ZO steps plus, every kappa steps, a ZO-learned projection of each tensor's distance from θ₀ (SPEC §3)."""
+"""DiZO: ZO steps plus, every kappa steps, a ZO-learned projection of each tensor's distance from θ₀ (arXiv 2502.03304)."""
 
 from __future__ import annotations
 

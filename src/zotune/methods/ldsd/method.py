@@ -1,4 +1,4 @@
-"""LDSD: directions from a learned Gaussian policy N(mu, sigma^2 I), best of K one-sided candidates (SPEC §5)."""
+"""LDSD: directions from a learned Gaussian policy N(mu, sigma^2 I), best of K one-sided candidates (arXiv 2602.13659)."""
 
 from __future__ import annotations
 

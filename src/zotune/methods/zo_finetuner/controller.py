@@ -192,7 +192,7 @@ def normalised_scales(sigma: torch.Tensor, counts: torch.Tensor) -> torch.Tensor
 
     Computed in float64 from ``sigma / max(sigma)``, so equal sigmas give scales of exactly 1.0 (MeZO, bit for bit).
     All-zero sigmas (a degenerate controller) give 1.0 too. Differentiable in ``sigma`` except through ``c``,
-    which the meta-gradient treats as a constant (SPEC §4): use :func:`energy_constant` for that.
+    which the meta-gradient treats as a constant (ZO Fine-tuner, arXiv 2510.00419): use :func:`energy_constant` for that.
     """
     sigma = sigma.to(torch.float64)
     top = sigma.detach().max()

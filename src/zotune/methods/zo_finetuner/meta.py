@@ -1,4 +1,4 @@
-"""Meta-training the controllers along a first-order trajectory (SPEC §4), for any model and loss closure.
+"""Meta-training the controllers along a first-order trajectory (ZO Fine-tuner, arXiv 2510.00419) for any model and loss closure.
 
 Each meta step on batch B, at the trajectory's weights theta:
 
