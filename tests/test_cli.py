@@ -205,3 +205,48 @@ def test_an_unknown_name_is_refused_before_the_banner_and_any_folder(tmp_path, c
 def test_help_shows_each_default_once():
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "(default: the method's own)" in " ".join(text.split()) and "own) (default" not in text
+
+
+def _reviews_csv(folder, rows):
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation"):
+        with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["review", "stars"])
+            writer.writerows(rows)
+    return folder
+
+
+def _tiny_reviews():
+    from pathlib import Path
+
+    path = Path(__file__).parent / "assets" / "tiny_sentiment" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [(row["text"], 5 if row["label"] else 1) for row in rows]
+
+
+def test_your_own_csv_trains_from_the_cli(tiny_model_dir, tmp_path, capsys):
+    data = _reviews_csv(tmp_path / "reviews", _tiny_reviews())
+    args = _train_args(tiny_model_dir, data, tmp_path / "out", "--task", "custom", "--template", "{review} It was",
+                       "--label-column", "stars", "--label-words", "1=terrible,5=great")
+    assert main(args) == 0
+    assert "Held-out accuracy" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["label_words"] == "1=terrible,5=great" and summary["steps"] > 0
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    (["--label-words", "1=terrible,5=great"], "field(s) ['text']"),  # the default template reads `text`
+    (["--text-column", "review", "--label-words", "terrible,great"], "label '5' in column 'stars' is not one of"),
+    (["--text-column", "review"], "--task custom and --label-words go together"),
+    (["--text-column", "review", "--label-words", "great"], "Invalid label_words 'great'"),
+    (["--template", "{review[0]} x", "--label-words", "1=a,5=b"], "Invalid template"),
+])
+def test_bad_custom_data_settings_are_one_line_errors(extra, pattern, tiny_model_dir, tmp_path, capsys):
+    data = _reviews_csv(tmp_path / "reviews", _tiny_reviews())
+    assert main(_train_args(tiny_model_dir, data, tmp_path / "out", "--task", "custom", "--label-column", "stars",
+                            *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zotune: error: ") and pattern in err[0], err

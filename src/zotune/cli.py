@@ -220,9 +220,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     zs, fin = result.zero_shot.get("eval_score"), result.final.get("eval_score")
-    from zotune.tasks import TASKS
-
-    metric = TASKS.get(config.task).metric
+    metric = config.build_task().metric
     print(f"\nHeld-out {metric} ({config.num_eval} examples):")
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")

@@ -140,9 +140,8 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {run.method}/{run.task}/seed{run.seed}: {exc}") from None
     from zotune.methods import METHODS
-    from zotune.tasks import TASKS
 
     for run in config.runs():  # unknown names fail here rather than after hours of other runs
         METHODS.get(run.settings["method"])
-        TASKS.get(run.task)
+        run.config().build_task()
     return config

@@ -74,7 +74,6 @@ def _read_summary(path: Path) -> dict[str, Any]:
 
 
 def collect(config: BenchConfig) -> list[RunResult]:
-    from zotune.tasks import TASKS
 
     results = []
     for run in config.runs():
@@ -84,7 +83,7 @@ def collect(config: BenchConfig) -> list[RunResult]:
         if summary is not None and metrics_path.is_file():
             curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds")}
                      for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
-        results.append(RunResult(run, TASKS.get(run.task).metric, summary, curve))
+        results.append(RunResult(run, run.config().build_task().metric, summary, curve))
     return results
 
 

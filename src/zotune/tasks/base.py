@@ -31,7 +31,9 @@ class Task:
             per row from ``choices``, LM loss on the correct one) or ``generation`` (QA: LM loss on the first
             gold answer, greedy decoding scored by EM/F1 against ``answers``).
         choices: row -> candidate texts, for multiple choice.
-        label_of: row -> index of the correct choice, for data without a ``label`` field (ReCoRD).
+        label_of: row -> index of the correct choice or class, for data without a ``label`` field (ReCoRD, your
+            own data's label column).
+        label_field: the field holding the label (not text; every other field the template reads must be).
         answers: row -> gold answer texts, for generation.
 
     Prompts longer than the token budget are cut from the left (``encode``), so every template puts what must
@@ -49,6 +51,7 @@ class Task:
     choices: Callable[[dict], tuple[str, ...]] | None = None
     answers: Callable[[dict], tuple[str, ...]] | None = None
     label_of: Callable[[dict], int] | None = None
+    label_field: str = "label"
 
     def prompt(self, row: dict) -> str:
         return self.template(row)
@@ -85,7 +88,7 @@ class Task:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
                 raise DataError(f"{self.name}: label {value!r} is not an index among the row's {count} choices")
             return value
-        value = row.get("label")
+        value = self.label_of(row) if self.label_of else row.get("label")
         if isinstance(value, bool) or not isinstance(value, int):
             raise DataError(f"{self.name}: label {value!r} is not an integer class index")
         if not 0 <= value < len(self.verbalizers):

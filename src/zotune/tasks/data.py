@@ -87,7 +87,7 @@ def _check_fields(task: Task, rows: list[dict], source: str) -> None:
                 f"(it has {sorted(row)})"
             )
         for name in task.fields:
-            if name not in _NOT_TEXT and not isinstance(row[name], str):
+            if name not in _NOT_TEXT and name != task.label_field and not isinstance(row[name], str):
                 raise DataError(f"{source}: row {i + 1}: field {name!r} is {json.dumps(row[name])[:40]}, not text")
         try:
             task.label(row)

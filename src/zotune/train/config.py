@@ -10,6 +10,8 @@ from typing import Any
 
 from zotune.adapters import PeftSettings
 from zotune.errors import ConfigError
+from zotune.tasks import TASKS, Task
+from zotune.tasks.custom import CUSTOM, custom_task
 
 __all__ = ["TrainConfig", "load_yaml_config"]
 
@@ -27,6 +29,14 @@ class TrainConfig:
     model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     task: str = field(default="rotten_tomatoes", metadata={"help": "registered task name"})
     data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
+    text_column: str = field(default="text", metadata={
+        "help": "--task custom: the column the default template reads"})
+    label_column: str = field(default="label", metadata={
+        "help": "--task custom: the column holding the label (an index, or a value of --label-words)"})
+    template: str | None = field(default=None, metadata={
+        "help": "--task custom: the prompt with {column} fields, e.g. '{review} It was' (default: '{TEXT_COLUMN}')"})
+    label_words: str | None = field(default=None, metadata={
+        "help": "--task custom: the word of each label, 'terrible,great' or '1=terrible,5=great'"})
     method: str = field(default="mezo", metadata={"help": "registered ZO method"})
     update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     sampler: str | None = field(default=None, metadata={
@@ -120,9 +130,32 @@ class TrainConfig:
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
         if not isinstance(self.method_options, dict):
             problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
+        for name in ("text_column", "label_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a column name)")
+        for name in ("template", "label_words"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
+        if (self.task == CUSTOM) != (self.label_words is not None):
+            problems.append("--task custom and --label-words go together: your own data needs the word of each "
+                            "label, and --label-words is for --task custom only")
         if problems:
             raise ConfigError("; ".join(problems))
         self.peft_settings()  # validates the adapter settings
+        if self.task == CUSTOM:
+            self.build_task()  # validates the template and the label words
+
+    def build_task(self) -> Task:
+        """The task to train on: a registered one by name, or ``custom`` from the column settings.
+
+        Raises:
+            UnknownNameError: an unknown task name.
+            ConfigError: bad custom-task settings.
+        """
+        if self.task == CUSTOM:
+            return custom_task(text_column=self.text_column, label_column=self.label_column,
+                               template=self.template, label_words=self.label_words)
+        return TASKS.get(self.task)
 
     def peft_settings(self) -> PeftSettings | None:
         if self.peft is None:

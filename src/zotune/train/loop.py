@@ -27,7 +27,6 @@ from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remov
 from zotune.perturb import mix_seed
 from zotune.seedlog import SeedLogWriter, read_seed_log
 from zotune.tasks import (
-    TASKS,
     encode,
     evaluate,
     load_splits,
@@ -145,7 +144,7 @@ def check_names(config: TrainConfig) -> None:
     Raises:
         UnknownNameError: naming the closest matches.
     """
-    TASKS.get(config.task), METHODS.get(config.method), UPDATES.get(config.update)
+    config.build_task(), METHODS.get(config.method), UPDATES.get(config.update)
     if config.sampler is not None:
         SAMPLERS.get(config.sampler)
 
@@ -197,7 +196,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                           "it with --overwrite, or choose another --output-dir")
     if config.threads:
         torch.set_num_threads(config.threads)
-    task = TASKS.get(config.task)
+    task = config.build_task()
     model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     max_length = fit_to_context(model, config.max_length)
     peft = config.peft_settings()
