@@ -250,3 +250,38 @@ def test_bad_custom_data_settings_are_one_line_errors(extra, pattern, tiny_model
                             *extra)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zotune: error: ") and pattern in err[0], err
+
+
+def test_report_to_tensorboard_writes_event_files_and_best_has_a_model_card(tiny_model_dir, tiny_data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "out"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--report-to", "tensorboard")) == 0
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
+    assert "train/loss" in scalars and "dev/score" in scalars
+    card = (out / "best" / "README.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "zeroth-order" in card and "**mezo**" in card
+    assert f"{summary['final']['eval_score']:.4f}" in card and f"step {summary['best_step']} of 4" in card
+
+
+def test_report_to_an_unknown_tracker_is_refused(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, tmp_path / "out", "--report-to", "mlflow")) == 2
+    assert "Invalid report_to 'mlflow'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_your_own_data_as_a_saved_datasets_folder(tiny_model_dir, tmp_path, capsys):
+    import datasets
+
+    rows = [{"review": text, "stars": stars} for text, stars in _tiny_reviews()]
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split in ("train", "validation")}) \
+        .save_to_disk(str(saved))
+    args = _train_args(tiny_model_dir, saved, tmp_path / "out", "--task", "custom", "--text-column", "review",
+                       "--label-column", "stars", "--label-words", "1=terrible,5=great")
+    assert main(args) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 4

@@ -2,7 +2,8 @@
 
 ``zotune train --task custom --data-dir reviews/ --text-column review --label-column stars
 --label-words "1=terrible,5=great" --template "{review} It was"`` builds a task like the built-in ones (the same
-sampling, encoding, evaluation and error paths), from ``reviews/{train,validation}.{csv,jsonl,json}``.
+sampling, encoding, evaluation and error paths), from ``reviews/{train,validation}.{csv,jsonl,json}``, a
+``datasets`` folder saved with ``save_to_disk``, or a hub dataset (``--dataset NAME``, where the network allows).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _label_words(spec: str) -> tuple[tuple[str, ...], dict[str, int]]:
     return words, values
 
 
-def custom_task(*, text_column: str, label_column: str, template: str | None, label_words: str) -> Task:
+def custom_task(*, text_column: str, label_column: str, template: str | None, label_words: str,
+                dataset: str | None = None) -> Task:
     """A classification task over the given columns.
 
     Args:
@@ -40,6 +42,7 @@ def custom_task(*, text_column: str, label_column: str, template: str | None, la
         label_column: the column holding the label: an index into ``label_words``, or one of its ``value=``s.
         template: the prompt, with ``{column}`` fields; the label word follows it after a space.
         label_words: see :func:`_label_words`.
+        dataset: a ``datasets`` hub name to load when no data folder is given (where the network allows).
 
     Raises:
         ConfigError: a template that does not parse, or bad label words.
@@ -70,4 +73,5 @@ def custom_task(*, text_column: str, label_column: str, template: str | None, la
         fields=(*dict.fromkeys(columns), label_column),
         label_of=label_of,
         label_field=label_column,
+        hub=None if dataset is None else (dataset, None),
     )

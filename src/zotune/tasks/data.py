@@ -119,6 +119,8 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
         if not root.is_dir():
             raise DataError(f"Data directory not found: {data_dir}")
         folder = root / task.name if (root / task.name).is_dir() else root
+        if (folder / "dataset_dict.json").is_file():  # a `datasets` DatasetDict saved with save_to_disk
+            return _from_disk(task, folder)
         splits = {}
         for split in _SPLITS:
             path = _find_split(folder, split)
@@ -151,6 +153,25 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
     splits = {split: [dict(r) for r in loaded[split]] for split in _SPLITS}
     for split, rows in splits.items():
         _check_fields(task, rows, f"{task.hub}[{split}]")
+    return splits
+
+
+def _from_disk(task: Task, folder: Path) -> dict[str, list[dict]]:
+    try:
+        import datasets
+
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as exc:  # datasets raises several kinds for a damaged folder
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{folder}: not a readable `datasets` folder ({reason})") from exc
+    missing = [split for split in _SPLITS if split not in loaded]
+    if missing:
+        raise DataError(f"{folder}: the saved dataset has no {', '.join(missing)} split (it has {sorted(loaded)})")
+    splits = {split: [dict(r) for r in loaded[split]] for split in _SPLITS}
+    for split, rows in splits.items():
+        if not rows:
+            raise DataError(f"{folder}[{split}]: no rows")
+        _check_fields(task, rows, f"{folder}[{split}]")
     return splits
 
 

@@ -35,6 +35,8 @@ class TrainConfig:
         "help": "--task custom: the column holding the label (an index, or a value of --label-words)"})
     template: str | None = field(default=None, metadata={
         "help": "--task custom: the prompt with {column} fields, e.g. '{review} It was' (default: '{TEXT_COLUMN}')"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "--task custom without --data-dir: a datasets hub name (needs the network)"})
     label_words: str | None = field(default=None, metadata={
         "help": "--task custom: the word of each label, 'terrible,great' or '1=terrible,5=great'"})
     method: str = field(default="mezo", metadata={"help": "registered ZO method"})
@@ -85,6 +87,9 @@ class TrainConfig:
         "help": "allow a model whose config needs custom Python code from its folder or hub repo"})
     save_best: bool = field(default=True, metadata={"help": "save the best-dev model as a HF folder"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    report_to: str = field(default="none", metadata={
+        "help": "also log to: tensorboard (event files in OUTPUT_DIR/tensorboard), wandb, both comma-separated, "
+                "or none (default)"})
 
     def __post_init__(self) -> None:
         # Unset lr and eps take the mode's defaults (MeZO's, arXiv 2305.17333, for the peft modes); to_dict() shows the values used.
@@ -133,9 +138,11 @@ class TrainConfig:
         for name in ("text_column", "label_column"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a column name)")
-        for name in ("template", "label_words"):
+        for name in ("template", "label_words", "dataset"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
+        if not isinstance(self.report_to, str):
+            problems.append(f"Invalid report_to: {self.report_to!r} (tensorboard, wandb or none)")
         if (self.task == CUSTOM) != (self.label_words is not None):
             problems.append("--task custom and --label-words go together: your own data needs the word of each "
                             "label, and --label-words is for --task custom only")
@@ -144,6 +151,14 @@ class TrainConfig:
         self.peft_settings()  # validates the adapter settings
         if self.task == CUSTOM:
             self.build_task()  # validates the template and the label words
+
+    def reporters(self) -> list[str]:
+        """The trackers of ``report_to``, checked (known, and their package installed)."""
+        from zotune.train.logging import check_reporters
+
+        names = [n.strip() for n in self.report_to.split(",") if n.strip() and n.strip() != "none"]
+        check_reporters(names)
+        return names
 
     def build_task(self) -> Task:
         """The task to train on: a registered one by name, or ``custom`` from the column settings.
@@ -154,7 +169,7 @@ class TrainConfig:
         """
         if self.task == CUSTOM:
             return custom_task(text_column=self.text_column, label_column=self.label_column,
-                               template=self.template, label_words=self.label_words)
+                               template=self.template, label_words=self.label_words, dataset=self.dataset)
         return TASKS.get(self.task)
 
     def peft_settings(self) -> PeftSettings | None:

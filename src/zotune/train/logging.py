@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from zotune.errors import StateError
 
-__all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "read_jsonl"]
+__all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "FanOut", "tracker_loggers", "REPORTERS", "read_jsonl"]
 
 
 class MetricLogger(Protocol):
@@ -49,6 +49,88 @@ class NullLogger:
 
     def close(self) -> None:
         return None
+
+
+class FanOut:
+    """Hands every record to each of several loggers (``metrics.jsonl`` and the trackers of ``--report-to``)."""
+
+    def __init__(self, loggers: list[Any]) -> None:
+        self.loggers = loggers
+
+    def log(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+class TensorBoardLogger:
+    """Writes each record's numbers as TensorBoard scalars ``<kind>/<name>`` at its step (files only: offline)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(folder))
+
+    def log(self, record: dict[str, Any]) -> None:
+        kind, step = record.get("kind", "train"), record.get("step", 0)
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step" \
+                    and math.isfinite(value):
+                self._writer.add_scalar(f"{kind}/{name}", value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbLogger:
+    """Logs each record to Weights & Biases (``wandb`` installed and configured: ``wandb login`` or offline mode)."""
+
+    def __init__(self, folder: str | Path, config: dict[str, Any], name: str) -> None:
+        import wandb
+
+        self._run = wandb.init(project="zotune", name=name, config=config, dir=str(folder))
+
+    def log(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind", "train")
+        values = {f"{kind}/{k}": v for k, v in record.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        self._run.log(values, step=record.get("step", 0))
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+# --report-to names -> the package each needs.
+REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_reporters(names: list[str]) -> None:
+    """Every name is known and its package importable.
+
+    Raises:
+        ConfigError: naming the unknown tracker, or the package to install.
+    """
+    import importlib.util
+
+    from zotune.errors import ConfigError
+
+    for name in names:
+        if name not in REPORTERS:
+            raise ConfigError(f"Invalid report_to {name!r} (one of {', '.join(REPORTERS)}, or none)")
+        if importlib.util.find_spec(REPORTERS[name]) is None:
+            raise ConfigError(f"--report-to {name} needs the {REPORTERS[name]} package: pip install {REPORTERS[name]}")
+
+
+def tracker_loggers(names: list[str], folder: Path, config: dict[str, Any], name: str) -> list[Any]:
+    """The loggers of ``--report-to``: TensorBoard event files in ``folder/tensorboard``, a W&B run."""
+    check_reporters(names)
+    made = {"tensorboard": lambda: TensorBoardLogger(folder / "tensorboard"),
+            "wandb": lambda: WandbLogger(folder, config, name)}
+    return [made[n]() for n in names]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from zotune.tasks import (
     task_loss,
 )
 from zotune.tasks.data import TaskData
+from zotune.train.card import model_card
 from zotune.train.checkpoint import (
     find_checkpoint,
     load_best,
@@ -41,7 +42,7 @@ from zotune.train.checkpoint import (
     save_checkpoint,
 )
 from zotune.train.config import TrainConfig
-from zotune.train.logging import JsonlLogger, NullLogger, read_jsonl
+from zotune.train.logging import FanOut, JsonlLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
@@ -100,10 +101,11 @@ def truncate_log(path: Path, step: int) -> None:
 # Everything a run writes in its output folder: a new run refuses a folder holding any of them (unless told to
 # overwrite, and then removes only these), so nothing else in the folder is ever touched.
 RUN_FILES = ("seeds.jsonl", "metrics.jsonl", "summary.json", "loss.png", "layers.png", "checkpoint",
-             "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial")
+             "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial", "tensorboard", "wandb")
 # Settings a resumed run may change: none of them changes the weights a step produces.
 RESUMABLE = frozenset({"steps", "max_forward_passes", "max_seconds", "eval_steps", "log_steps", "eval_batch_size",
-                       "output_dir", "resume", "overwrite", "save_best", "threads", "data_dir", "trust_remote_code"})
+                       "output_dir", "resume", "overwrite", "save_best", "threads", "data_dir", "trust_remote_code",
+                       "report_to"})
 
 
 def run_fingerprint(config: TrainConfig, model_name: str, data: TaskData) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def check_names(config: TrainConfig) -> None:
     Raises:
         UnknownNameError: naming the closest matches.
     """
-    config.build_task(), METHODS.get(config.method), UPDATES.get(config.update)
+    config.build_task(), METHODS.get(config.method), UPDATES.get(config.update), config.reporters()
     if config.sampler is not None:
         SAMPLERS.get(config.sampler)
 
@@ -268,6 +270,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                  extra=extra)
     logger = JsonlLogger(out / "metrics.jsonl", append=resume) if writes else NullLogger()
+    if writes and config.reporters():
+        logger = FanOut([logger, *tracker_loggers(config.reporters(), out, config.to_dict(),
+                                                  name=f"{config.method}-{config.task}-seed{config.seed}")])
 
     def checkpoint(done: int) -> None:
         loop_state["step"] = done
@@ -372,6 +377,8 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
             chosen = "best-dev" if config.save_best and dev_ex else "final"
             result.final = {"eval_" + k: v for k, v in score(eval_ex, f"held-out {chosen}").items()}
             logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
+            if writes and config.save_best and (out / "best").is_dir():
+                atomic_write_text(out / "best" / "README.md", model_card(config, result, task.metric))
         finally:
             logger.close()
             if seed_log:
