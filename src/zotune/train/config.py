@@ -39,6 +39,9 @@ class TrainConfig:
         "help": "--task custom without --data-dir: a datasets hub name (needs the network)"})
     label_words: str | None = field(default=None, metadata={
         "help": "--task custom: the word of each label, 'terrible,great' or '1=terrible,5=great'"})
+    objective: str = field(default="loss", metadata={
+        "help": "what a step minimises: loss (default), accuracy (classification, multiple choice), f1 or em "
+                "(generation: greedy decodes)"})
     method: str = field(default="mezo", metadata={"help": "registered ZO method"})
     update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     sampler: str | None = field(default=None, metadata={
@@ -149,6 +152,8 @@ class TrainConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         self.peft_settings()  # validates the adapter settings
+        if not isinstance(self.objective, str):
+            raise ConfigError(f"Invalid objective: {self.objective!r} (loss, accuracy, f1 or em)")
         if self.task == CUSTOM:
             self.build_task()  # validates the template and the label words
 

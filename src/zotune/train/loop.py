@@ -31,9 +31,9 @@ from zotune.tasks import (
     evaluate,
     load_splits,
     sample_mezo,
-    task_loss,
 )
 from zotune.tasks.data import TaskData
+from zotune.tasks.objectives import check_objective, objective_fn
 from zotune.train.card import model_card
 from zotune.train.checkpoint import (
     find_checkpoint,
@@ -146,7 +146,8 @@ def check_names(config: TrainConfig) -> None:
     Raises:
         UnknownNameError: naming the closest matches.
     """
-    config.build_task(), METHODS.get(config.method), UPDATES.get(config.update), config.reporters()
+    check_objective(config.objective, config.build_task())
+    METHODS.get(config.method), UPDATES.get(config.update), config.reporters()
     if config.sampler is not None:
         SAMPLERS.get(config.sampler)
 
@@ -224,9 +225,11 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
         if writes:
             replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
+    objective = objective_fn(config.objective, task, tokenizer, pad_id)
+
     def batch_closure(indices: list[int]):
         batch = [train_ex[i] for i in ranks.shard(indices)]  # data parallelism: this rank's part
-        return mean_over_ranks(lambda: task_loss(task, model, batch, pad_id), ranks)
+        return mean_over_ranks(lambda: objective(model, batch), ranks)
 
     def score(examples, name: str) -> dict[str, float]:
         if not examples or not writes:  # replicas are identical: the first process evaluates for all
