@@ -43,7 +43,7 @@ def test_read_rows_errors(tmp_path):
     with pytest.raises(DataError, match="not UTF-8"):
         read_rows(bad)
     bad.write_text("[1, 2]\n")
-    with pytest.raises(DataError, match="expected a JSON object"):
+    with pytest.raises(DataError, match="a JSON list, not an object"):
         read_rows(bad)
 
 

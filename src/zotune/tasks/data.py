@@ -12,6 +12,7 @@ from pathlib import Path
 
 from zotune.assets import BUILTIN_DATASETS, fetch_dataset, read_rotten_tomatoes
 from zotune.errors import AssetError, DataError, ZotuneWarning
+from zotune.jsonl import json_objects
 from zotune.tasks.base import Task
 
 __all__ = ["load_splits", "read_rows", "sample_mezo", "TaskData"]
@@ -51,17 +52,7 @@ def read_rows(path: Path) -> list[dict]:
             if isinstance(row.get("label"), str) and row["label"].strip().lstrip("-").isdigit():
                 row["label"] = int(row["label"])
     else:
-        # JSON lines end at "\n" only: str.splitlines() would also split inside strings at U+2028, U+0085, ...
-        for lineno, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+        rows = json_objects(text.split("\n"), path, DataError, "malformed JSON")
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

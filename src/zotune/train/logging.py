@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from zotune.errors import StateError
+from zotune.jsonl import json_objects
 
 __all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "FanOut", "tracker_loggers", "REPORTERS", "read_jsonl"]
 
@@ -149,15 +150,4 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             json.loads(lines[-1])
         except json.JSONDecodeError:
             lines.pop()
-    records = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"{path}:{lineno}: corrupt line ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise StateError(f"{path}:{lineno}: corrupt line (not a JSON object)")
-        records.append(record)
-    return records
+    return json_objects(lines, path, StateError, "corrupt line")
