@@ -166,6 +166,10 @@ def test_a_replaced_run_killed_before_its_first_checkpoint_does_not_resume_the_o
     assert main(train_args(tiny_model_dir, run / "data", run / "out", "--overwrite", "--seed", "1")) == 130
     assert not (run / "out" / "checkpoint").exists() and not (run / "out" / "summary.json").exists()
     monkeypatch.undo()
+    capsys.readouterr()  # the killed run's "zotune: interrupted"
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--seed", "1", "--resume")) == 2
+    expect_one_line_error(capsys, "no checkpoint to resume from (it was stopped before its first): start it over "
+                                  "with --overwrite")
     with pytest.warns(ZotuneWarning, match="No checkpoint"):
         assert main(train_args(tiny_model_dir, run / "data", run / "out", "--seed", "1", "--resume",
                                "--overwrite")) == 0

@@ -194,6 +194,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
     if config.resume and found is None:
         warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
                       stacklevel=3)
+    if previous and not config.overwrite and config.resume:
+        raise ConfigError(f"{out} holds a run's files ({', '.join(previous)}) but no checkpoint to resume from (it "
+                          "was stopped before its first): start it over with --overwrite")
     if previous and not config.overwrite:
         raise ConfigError(f"{out} already holds a run ({', '.join(previous)}): continue it with --resume, replace "
                           "it with --overwrite, or choose another --output-dir")
