@@ -31,7 +31,7 @@ library_name: transformers
 
 # {config.method} fine-tune of {Path(config.model).name if local else config.model} on {config.task}
 
-Trained by [zotune](https://pypi.org/project/zotune/) {__version__} with **{config.method}** (update rule
+Trained by zotune {__version__} with **{config.method}** (update rule
 {config.update}{adapter}): zeroth-order training, forward passes only, no gradients. This folder holds
 {chosen}.
 
