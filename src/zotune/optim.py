@@ -26,6 +26,7 @@ from zotune.methods import (
 )
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.updates import UpdateContext, build_update_rule
+from zotune.values import is_finite, is_int, is_real
 
 __all__ = ["ZOOptimizer", "StepRecord"]
 
@@ -137,15 +138,15 @@ class ZOOptimizer(torch.optim.Optimizer):
         directions: str = "gaussian",
         method_options: dict[str, Any] | None = None,
     ) -> None:
-        if not (_is_real(lr) and math.isfinite(lr) and lr >= 0.0):
+        if not (is_finite(lr) and lr >= 0.0):
             raise ConfigError(f"Invalid lr: {lr!r} (must be a finite number >= 0)")
-        if not (_is_real(eps) and math.isfinite(eps) and eps > 0.0):
+        if not (is_finite(eps) and eps > 0.0):
             raise ConfigError(f"Invalid eps: {eps!r} (must be a finite number > 0)")
-        if not (_is_real(n_directions) and isinstance(n_directions, int) and n_directions >= 1):
+        if not (is_int(n_directions) and n_directions >= 1):
             raise ConfigError(f"Invalid n_directions: {n_directions!r} (must be an integer >= 1)")
-        if not (_is_real(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0.0):
+        if not (is_finite(weight_decay) and weight_decay >= 0.0):
             raise ConfigError(f"Invalid weight_decay: {weight_decay!r} (must be a finite number >= 0)")
-        if not (_is_real(seed) and isinstance(seed, int) and 0 <= seed < 2**63):
+        if not (is_int(seed) and 0 <= seed < 2**63):
             raise ConfigError(f"Invalid seed: {seed!r} (must be an integer from 0 to 2**63 - 1)")
         named = _named_trainable(params)
         if not named:
@@ -411,16 +412,11 @@ def _loss_value(loss: Any) -> float:
     bool would turn into a number that is not a loss)."""
     if isinstance(loss, torch.Tensor) and loss.numel() == 1 and not loss.is_complex() and loss.dtype != torch.bool:
         return float(loss.item())
-    if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+    if is_real(loss):
         return float(loss)
     shape = f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""
     raise ConfigError(f"The closure must return the loss as a one-element tensor or a number; it returned "
                       f"{type(loss).__name__}{shape}")
-
-
-def _is_real(value: Any) -> bool:
-    """An int or float, and not a bool (``lr=True`` is a mistake, not 1.0)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _direction_world(enabled: bool, n_directions: int, method: Any) -> tuple[int, int] | None:

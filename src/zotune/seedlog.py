@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ import torch
 from zotune.durable import atomic_write_text
 from zotune.errors import StateError, ZotuneWarning
 from zotune.optim import StepRecord, ZOOptimizer
+from zotune.values import is_finite, is_int, is_real
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 
@@ -71,22 +71,14 @@ def _plan_from_runs(runs: Any, num_blocks: int) -> tuple[tuple[int, ...], tuple[
         raise ValueError("plan: not a list")
     pairs: list[tuple[int, float]] = []
     for run in runs:
-        if not (isinstance(run, list) and len(run) == 3 and all(_is_int(v) for v in run[:2])
-                and _is_number(run[2])):
+        if not (isinstance(run, list) and len(run) == 3 and all(is_int(v) for v in run[:2])
+                and is_finite(run[2])):
             raise ValueError(f"plan entry {run!r}: not [first, stop, weight]")
         first, stop, weight = run
         if not 0 <= first < stop <= num_blocks or len(pairs) + stop - first > num_blocks:
             raise ValueError(f"plan entry {run!r}: more blocks than the model's {num_blocks}")
         pairs += [(block, float(weight)) for block in range(first, stop)]
     return tuple(b for b, _ in pairs), tuple(w for _, w in pairs)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _checksum(line: dict[str, Any]) -> str:
@@ -199,9 +191,9 @@ def _check_header(header: dict[str, Any]) -> str | None:
 
 def _record(line: dict[str, Any], num_blocks: int) -> StepRecord:
     values = (line["step"], line["seed"], line["lr"])
-    if not (_is_int(values[0]) and _is_int(values[1]) and 0 <= values[1] < 2**63 and _is_number(values[2])
+    if not (is_int(values[0]) and is_int(values[1]) and 0 <= values[1] < 2**63 and is_finite(values[2])
             and isinstance(line["losses"], list) and isinstance(line["grads"], list)
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in line["losses"] + line["grads"])):
+            and all(is_real(x) for x in line["losses"] + line["grads"])):
         raise ValueError("step, seed, lr, losses or grads")
     plan = _plan_from_runs(line["plan"], num_blocks) if "plan" in line else None
     return StepRecord(step=line["step"], seed=line["seed"], lr=float(line["lr"]),
@@ -210,7 +202,7 @@ def _record(line: dict[str, Any], num_blocks: int) -> StepRecord:
 
 
 def _check_end(line: dict[str, Any]) -> None:
-    if not (_is_int(line.get("steps")) and line["steps"] >= 0 and isinstance(line.get("sha256"), str)
+    if not (is_int(line.get("steps")) and line["steps"] >= 0 and isinstance(line.get("sha256"), str)
             and len(line["sha256"]) == 64):
         raise ValueError("end line: steps or sha256")
 

@@ -64,8 +64,8 @@ class ZOTrainingArguments(TrainingArguments):
                     sampler=self.zo_sampler, method_options=options)
 
 
-# TrainingArguments that only a gradient optimizer reads, with the defaults at which they say nothing.
-_GRADIENT_ONLY = {"adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8, "optim_args": None,
+# TrainingArguments that only a gradient optimizer reads, with the values at which they say nothing.
+_GRADIENT_ONLY = {"adam_beta1": (0.9,), "adam_beta2": (0.999,), "adam_epsilon": (1e-8,), "optim_args": (None,),
                   "max_grad_norm": (0.0, 1.0)}
 
 
@@ -106,8 +106,7 @@ class ZOTrainer(Trainer):
         self.zo_eps = self.args.zo_eps if from_args else (1e-3 if zo_eps is None else zo_eps)
         self.zo_options = self.args.zo_settings() if from_args else dict(zo_options or {})
         self.zo_optimizer: ZOOptimizer | None = None
-        ignored = [name for name, quiet in _GRADIENT_ONLY.items()
-                   if getattr(self.args, name, None) not in (quiet if isinstance(quiet, tuple) else (quiet,))]
+        ignored = [name for name, quiet in _GRADIENT_ONLY.items() if getattr(self.args, name, None) not in quiet]
         ignored += ["optim"] if "adamw" not in str(self.args.optim).lower() else []
         if ignored:
             warnings.warn(f"ZOTrainer ignores {', '.join(ignored)}: they configure a gradient optimizer",

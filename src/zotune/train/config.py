@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from zotune.adapters import PeftSettings
 from zotune.errors import ConfigError
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
+from zotune.values import is_finite, is_int
 
 __all__ = ["TrainConfig", "load_yaml_config"]
 
@@ -106,54 +106,46 @@ class TrainConfig:
                     "n_directions", "max_nonfinite", "num_train")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer >= 1)")
         for name in ("num_dev", "num_eval"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_int(value) or value < 0:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer >= 0)")
         for name in ("seed", "data_seed"):  # torch generators take 64-bit seeds; zotune mixes them as 63-bit
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+            if not is_int(value) or not 0 <= value < 2**63:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer from 0 to 2**63 - 1)")
         for name, low_ok in (("lr", True), ("eps", False), ("weight_decay", True)):
             value = getattr(self, name)
-            if not _is_finite_number(value) or value < 0 or (value == 0 and not low_ok):
+            if not is_finite(value) or value < 0 or (value == 0 and not low_ok):
                 problems.append(f"Invalid {name}: {value!r} (must be a finite number {'>=' if low_ok else '>'} 0)")
         for name in ("max_forward_passes", "max_seconds"):
             value = getattr(self, name)
-            if value is not None and (not _is_finite_number(value) or value <= 0):
+            if value is not None and (not is_finite(value) or value <= 0):
                 problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
-        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
-                                         or self.threads < 1):
+        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
         for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
-        for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets"):
+        for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets",
+                     "text_column", "label_column", "objective"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
-        for name in ("data_dir", "sampler", "peft", "parallel"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
-        if not isinstance(self.method_options, dict):
-            problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
-        for name in ("text_column", "label_column"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a column name)")
-        for name in ("template", "label_words", "dataset"):
+        for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
         if not isinstance(self.report_to, str):
             problems.append(f"Invalid report_to: {self.report_to!r} (tensorboard, wandb or none)")
+        if not isinstance(self.method_options, dict):
+            problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         if (self.task == CUSTOM) != (self.label_words is not None):
             problems.append("--task custom and --label-words go together: your own data needs the word of each "
                             "label, and --label-words is for --task custom only")
         if problems:
             raise ConfigError("; ".join(problems))
         self.peft_settings()  # validates the adapter settings
-        if not isinstance(self.objective, str):
-            raise ConfigError(f"Invalid objective: {self.objective!r} (loss, accuracy, f1 or em)")
         if self.task == CUSTOM:
             self.build_task()  # validates the template and the label words
 
@@ -194,10 +186,6 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"Unknown config key(s) {unknown}; allowed: {', '.join(sorted(known))}")
         return cls(**values)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

@@ -127,8 +127,8 @@ def check_reporters(names: list[str]) -> None:
 
 
 def tracker_loggers(names: list[str], folder: Path, config: dict[str, Any], name: str) -> list[Any]:
-    """The loggers of ``--report-to``: TensorBoard event files in ``folder/tensorboard``, a W&B run."""
-    check_reporters(names)
+    """The loggers of ``--report-to`` (names checked by ``check_reporters``): TensorBoard event files in
+    ``folder/tensorboard``, a W&B run."""
     made = {"tensorboard": lambda: TensorBoardLogger(folder / "tensorboard"),
             "wandb": lambda: WandbLogger(folder, config, name)}
     return [made[n]() for n in names]

@@ -140,11 +140,12 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
 
 
 def check_names(config: TrainConfig) -> None:
-    """Every registered name of the config (task, method, update rule, sampler) exists: checked before the slow
-    model load and before any folder is created.
+    """Every name of the config exists and fits (task, objective, method, update rule, sampler, trackers):
+    checked before the slow model load and before any folder is created.
 
     Raises:
         UnknownNameError: naming the closest matches.
+        ConfigError: an objective the task cannot provide, an unknown tracker or one not installed.
     """
     check_objective(config.objective, config.build_task())
     METHODS.get(config.method), UPDATES.get(config.update), config.reporters()
@@ -224,6 +225,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
     # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
     base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
     fingerprint = run_fingerprint(config, base_name, data)
+
     def save_best() -> None:
         if writes:
             replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
@@ -260,8 +262,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
         if logged is not None and len(logged.steps) < loop_state["step"]:
             raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
                              f"{loop_state['step']}: it does not belong to this checkpoint")
-        read_jsonl(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else None
-        truncate_log(out / "metrics.jsonl", loop_state["step"])
+        truncate_log(out / "metrics.jsonl", loop_state["step"])  # reads it whole (or fails) before it writes
         if logged is not None:
             seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                      resume_at=loop_state["step"])
@@ -276,8 +277,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
         seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
                                  extra=extra)
     logger = JsonlLogger(out / "metrics.jsonl", append=resume) if writes else NullLogger()
-    if writes and config.reporters():
-        logger = FanOut([logger, *tracker_loggers(config.reporters(), out, config.to_dict(),
+    trackers = config.reporters() if writes else []
+    if trackers:
+        logger = FanOut([logger, *tracker_loggers(trackers, out, config.to_dict(),
                                                   name=f"{config.method}-{config.task}-seed{config.seed}")])
 
     def checkpoint(done: int) -> None:

@@ -34,6 +34,7 @@ from zotune.methods.zo_finetuner.controller import (
 from zotune.methods.zo_finetuner.method import ControllerState
 from zotune.perturb import PerturbationEngine, StepPlan
 from zotune.perturb.functional import mix_seed
+from zotune.values import is_finite, is_int
 
 __all__ = ["MetaRecipe", "MetaTrainer"]
 
@@ -64,9 +65,8 @@ class MetaRecipe:
                     if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
         problems += [f"Invalid {name}: {getattr(self, name)!r} (must be a finite number > 0)"
                      for name in ("eps", "model_lr", "clip_norm", "alpha", "meta_lr")
-                     if not isinstance(getattr(self, name), (int, float)) or isinstance(getattr(self, name), bool)
-                     or not 0 < getattr(self, name) < math.inf]
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+                     if not is_finite(getattr(self, name)) or getattr(self, name) <= 0]
+        if not is_int(self.seed) or not 0 <= self.seed < 2**63:
             problems.append(f"Invalid seed: {self.seed!r} (must be an integer from 0 to 2**63 - 1)")
         if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
             problems.append(f"Invalid momentum: {self.momentum!r} (must be in [0, 1))")
