@@ -178,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schedule(config) -> str:
+    """The banner's words for a learning-rate schedule ('' for a constant rate)."""
+    if config.lr_schedule().is_constant:
+        return ""
+    parts = [config.lr_scheduler] if config.lr_scheduler != "constant" else []
+    if config.warmup_steps:
+        parts.append(f"{config.warmup_steps} warm-up steps")
+    if config.lr_scheduler != "constant" and config.min_lr_ratio:
+        parts.append(f"floor {config.min_lr_ratio:g} x lr")
+    return f" ({', '.join(parts)})"
+
+
 def _budget(config) -> str:
     """``60 steps``, or with a pass or time budget ``up to 400 forward passes`` (the steps are then a ceiling)."""
     limits = [f"{config.max_forward_passes} forward passes" if config.max_forward_passes else "",
@@ -214,7 +226,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     parallel = f", {config.parallel}-parallel over {os.environ.get('WORLD_SIZE')}" if config.parallel else ""
     if main_process:
         print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
-              f"{_budget(config)}, lr {config.lr}, eps {config.eps}, batch {config.batch_size}{parallel}",
+              f"{_budget(config)}, lr {config.lr}{_schedule(config)}, eps {config.eps}, batch {config.batch_size}"
+              f"{parallel}",
               flush=True)
     result = train(config, progress=progress)
     if not main_process:

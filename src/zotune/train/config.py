@@ -11,6 +11,7 @@ from zotune.adapters import PeftSettings
 from zotune.errors import ConfigError
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
+from zotune.train.schedule import LRSchedule
 from zotune.values import is_finite, is_int
 
 __all__ = ["TrainConfig", "load_yaml_config"]
@@ -64,6 +65,11 @@ class TrainConfig:
         "help": "stop once training (evaluations excluded) has taken this many seconds"})
     lr: float | None = field(default=None, metadata={
         "help": "learning rate; default 1e-4 (tuned for the default model), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
+    lr_scheduler: str = field(default="constant", metadata={
+        "help": "learning-rate schedule over the budget: constant, linear or cosine (docs/schedules.md)"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warm-up from lr / N to lr"})
+    min_lr_ratio: float = field(default=0.0, metadata={
+        "help": "floor of the linear and cosine decay, as a fraction of lr"})
     eps: float | None = field(default=None, metadata={
         "help": "perturbation scale; default 1e-3, with --peft MeZO's: lora 1e-2, prefix 1e-1"})
     n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
@@ -145,6 +151,7 @@ class TrainConfig:
                             "label, and --label-words is for --task custom only")
         if problems:
             raise ConfigError("; ".join(problems))
+        self.lr_schedule()  # validates the schedule settings
         self.peft_settings()  # validates the adapter settings
         if self.task == CUSTOM:
             self.build_task()  # validates the template and the label words
@@ -168,6 +175,9 @@ class TrainConfig:
             return custom_task(text_column=self.text_column, label_column=self.label_column,
                                template=self.template, label_words=self.label_words, dataset=self.dataset)
         return TASKS.get(self.task)
+
+    def lr_schedule(self) -> LRSchedule:
+        return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
 
     def peft_settings(self) -> PeftSettings | None:
         if self.peft is None:

@@ -44,6 +44,7 @@ from zotune.train.checkpoint import (
 from zotune.train.config import TrainConfig
 from zotune.train.logging import FanOut, JsonlLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.plots import plot_layer_draws, plot_training
+from zotune.train.schedule import budget_progress
 from zotune.train.signals import StopRequests
 from zotune.updates import UPDATES
 
@@ -111,7 +112,9 @@ RESUMABLE = frozenset({"steps", "max_forward_passes", "max_seconds", "eval_steps
 def run_fingerprint(config: TrainConfig, model_name: str, data: TaskData) -> dict[str, Any]:
     """What a checkpoint must have been made with to be resumed: every setting outside ``RESUMABLE`` and a
     SHA-256 of the sampled rows (train, dev, eval), so an edited label or another data seed is caught."""
-    settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}
+    # A decaying schedule spreads over the budget, so then the budget shapes every step's learning rate too.
+    resumable = RESUMABLE if config.lr_schedule().is_constant else RESUMABLE - {"steps", "max_forward_passes"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in resumable}
     settings["model"] = model_name
     rows = json.dumps([data.train, data.dev, data.eval], sort_keys=True, ensure_ascii=False, default=str)
     return {"settings": settings, "data_sha256": hashlib.sha256(rows.encode("utf-8")).hexdigest()}
@@ -231,6 +234,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
             replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
 
     objective = objective_fn(config.objective, task, tokenizer, pad_id)
+    schedule = config.lr_schedule()
 
     def batch_closure(indices: list[int]):
         batch = [train_ex[i] for i in ranks.shard(indices)]  # data parallelism: this rank's part
@@ -311,6 +315,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                        desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
             clock = time.perf_counter()
             for step in bar:
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule(step, budget_progress(step, config.steps, optimizer.forward_passes,
+                                                                 config.max_forward_passes))
                 closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
                 loss = optimizer.step(closure, fresh_closure=lambda j, step=step: batch_closure(
                     fresh_batch_indices(step, j, len(train_ex), config.batch_size, config.seed)))
