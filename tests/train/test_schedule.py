@@ -112,3 +112,26 @@ def test_warmup_is_in_the_banner(tiny_model_dir, tiny_data_dir, tmp_path, capsys
     assert "lr 0.002 (cosine, 1 warm-up steps, floor 0.1 x lr)" in capsys.readouterr().out
     assert math.isclose(read_seed_log(tmp_path / "out" / "seeds.jsonl").steps[-1].lr,
                         LRSchedule(2e-3, "cosine", 1, 0.1)(2, 2 / 3))
+
+
+def test_a_run_from_before_the_schedule_settings_resumes(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """Settings added to zotune later count as their defaults when a checkpoint lacks them: upgrading zotune
+    alone does not block --resume (and a non-default value is still refused)."""
+    real_fingerprint = loop.run_fingerprint
+
+    def fingerprint_before_schedules(*args):
+        fingerprint = real_fingerprint(*args)
+        for key in ("lr_scheduler", "warmup_steps", "min_lr_ratio"):
+            del fingerprint["settings"][key]
+        return fingerprint
+
+    args = train_args(tiny_model_dir, tiny_data_dir, tmp_path / "out")
+    monkeypatch.setattr(loop, "run_fingerprint", fingerprint_before_schedules)
+    assert main(args) == 0
+    monkeypatch.setattr(loop, "run_fingerprint", real_fingerprint)
+    capsys.readouterr()
+    assert main([*args, "--resume", "--lr-scheduler", "cosine"]) == 2
+    expect_one_line_error(capsys, "lr_scheduler 'constant' -> 'cosine'")
+    assert main([*args, "--resume", "--steps", "5"]) == 0
+    assert main([*args, "--resume", "--steps", "6"]) == 0  # and again, from the checkpoint the resume wrote
+    assert len(read_seed_log(tmp_path / "out" / "seeds.jsonl").steps) == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -132,7 +133,12 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
         return
     if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
         raise StateError(f"Corrupt checkpoint in {folder}: its run fingerprint is malformed")
-    old, new = saved["settings"], current["settings"]
+    # A setting added to zotune after the checkpoint was made counts as its default (defaults keep the behaviour
+    # of the versions before it), so an upgrade alone does not block a resume.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    old = {**{key: defaults[key] for key in current["settings"].keys() - saved["settings"].keys() if key in defaults},
+           **saved["settings"]}
+    new = current["settings"]
     changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
                if old.get(key) != new.get(key)]
     if saved.get("data_sha256") != current["data_sha256"]:
@@ -254,7 +260,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
     if resume:
         loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
         _check_fingerprint(out / "checkpoint", loop_state.get("fingerprint"), fingerprint)
-        loop_state["fingerprint"] = fingerprint
+        # Kept as saved (settings added since count as their defaults), so the seed log's header still matches it.
+        loop_state["fingerprint"] = loop_state.get("fingerprint") or fingerprint
+        run_id = fingerprint_sha256(loop_state["fingerprint"])
         result.zero_shot = loop_state.get("zero_shot", {})
     seed_log = None
     if writes and resume:
