@@ -15,7 +15,7 @@ import torch
 
 from zotune.errors import ConfigError
 
-__all__ = ["PeftSettings", "PEFT_MODES", "apply_peft", "is_peft_model", "load_adapter"]
+__all__ = ["PeftSettings", "PEFT_MODES", "apply_peft", "load_adapter"]
 
 PEFT_MODES = ("lora", "prefix")
 
@@ -72,10 +72,6 @@ def apply_peft(model: torch.nn.Module, settings: PeftSettings, *, seed: int = 0)
             raise ConfigError(f"Cannot add a {settings.mode} adapter to this model: "
                               f"{str(exc).splitlines()[0]}") from exc
     return wrapped.eval()
-
-
-def is_peft_model(model: torch.nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "base_model")
 
 
 def load_adapter(model: torch.nn.Module, folder) -> torch.nn.Module:

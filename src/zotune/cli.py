@@ -27,8 +27,16 @@ def _field_type(field: dataclasses.Field, owner: type | None = None) -> type:
     hint = typing.get_type_hints(owner or _train_config_cls())[field.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return args[0]
-    return hint
+        hint = args[0]
+    return _floats if typing.get_origin(hint) is list else hint
+
+
+def _floats(text: str) -> list[float]:
+    """``0.9,0.999`` -> [0.9, 0.999] (list settings such as --betas)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _train_config_cls():
@@ -99,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model on a task", argument_default=argparse.SUPPRESS)
     train.add_argument("--config", help="YAML file of settings; flags given here override it")
     for field in dataclasses.fields(_train_config_cls()):
-        if field.name in ("method_options", "resume", "save_best", "overwrite", "trust_remote_code"):
+        if field.name in ("method_options", "resume", "save_best", "overwrite", "trust_remote_code", "fuse_restore"):
             continue
         kind = _field_type(field)
         flag = "--" + field.name.replace("_", "-")
@@ -116,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow a model whose config needs custom Python code (it runs that code)")
     train.add_argument("--no-save-best", dest="save_best", action="store_false",
                        help="do not write the best-dev model folder")
+    train.add_argument("--no-fuse-restore", dest="fuse_restore", action="store_false",
+                       help="restore and update in separate passes (the fused pass equals them up to rounding)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     ev = sub.add_parser("eval", help="score a model (or a training checkpoint) on a task")

@@ -28,7 +28,7 @@ from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks
 from zotune.updates import UpdateContext, build_update_rule
 from zotune.values import is_finite, is_int, is_real
 
-__all__ = ["ZOOptimizer", "StepRecord"]
+__all__ = ["ZOOptimizer", "StepRecord", "PERTURBATIONS"]
 
 # Stream ids for the sampler's and the method's own draws in a step, distinct from direction indices 0..n-1.
 _PLAN_STREAM = 1 << 32
@@ -202,10 +202,6 @@ class ZOOptimizer(torch.optim.Optimizer):
             betas=list(betas), adam_eps=adam_eps, fuse_restore=fuse_restore, perturbation=perturbation,
             directions=directions, method_options={**_options_of(self.method.config, "method"), **_options_of(self.sampler.config, "sampler")},
         )
-
-    @property
-    def block_names(self) -> list[str]:
-        return [b.name for b in self.engine.blocks]
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -404,7 +400,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.sampler.load_state_dict(zo["sampler_state"])
 
 
-_PERTURBATIONS = ("auto", "in_place", "deferred")
+PERTURBATIONS = ("auto", "in_place", "deferred")
 
 
 def _loss_value(loss: Any) -> float:
@@ -458,8 +454,8 @@ def _direction_source(directions: str, method: Method) -> Any:
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:
-    if mode not in _PERTURBATIONS:
-        raise ConfigError(f"Invalid perturbation: {mode!r} (one of {', '.join(_PERTURBATIONS)})")
+    if mode not in PERTURBATIONS:
+        raise ConfigError(f"Invalid perturbation: {mode!r} (one of {', '.join(PERTURBATIONS)})")
     is_module = isinstance(params, nn.Module)
     if mode == "deferred" and not is_module:
         raise ConfigError("perturbation='deferred' needs the model (an nn.Module) as params: it works through "

@@ -82,7 +82,7 @@ class ZOTrainer(Trainer):
     """``transformers.Trainer`` with zeroth-order training.
 
     Args:
-        zo_method: a registered zotune method (``mezo``, ``adalezo``, ``dizo``, ``ldsd``).
+        zo_method: a registered zotune method (``mezo``, ``adalezo``, ``dizo``, ``ldsd``, ``zo-finetuner``).
         zo_eps: perturbation scale epsilon.
         zo_options: more ``ZOOptimizer`` arguments (``update``, ``n_directions``, ``sampler``,
             ``method_options``, ...).

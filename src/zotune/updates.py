@@ -21,6 +21,7 @@ import torch
 from zotune.errors import ConfigError
 from zotune.perturb import Block, PerturbationEngine, StepPlan
 from zotune.registry import Registry
+from zotune.values import is_finite, is_real
 
 __all__ = [
     "UpdateContext",
@@ -32,6 +33,7 @@ __all__ = [
     "ZOAdam",
     "UPDATES",
     "build_update_rule",
+    "rule_settings",
 ]
 
 
@@ -140,8 +142,8 @@ class ZOMomentum(_ElementwiseRule):
     name = "momentum"
 
     def __init__(self, *, momentum: float = 0.9) -> None:
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"Invalid momentum: {momentum} (must be in [0, 1))")
+        if not (is_real(momentum) and 0.0 <= momentum < 1.0):
+            raise ConfigError(f"Invalid momentum: {momentum!r} (must be a number in [0, 1))")
         self.momentum = momentum
 
     def apply(self, param, grad, state, lr, block) -> None:
@@ -171,11 +173,12 @@ class ZOAdam(_ElementwiseRule):
     name = "adam"
 
     def __init__(self, *, betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+                and all(is_real(b) and 0.0 <= b < 1.0 for b in betas)):
+            raise ConfigError(f"Invalid betas: {betas!r} (must be two numbers in [0, 1))")
+        if not (is_finite(adam_eps) and adam_eps > 0.0):
+            raise ConfigError(f"Invalid adam_eps: {adam_eps!r} (must be a finite number > 0)")
         betas = tuple(betas)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(f"Invalid betas: {betas} (must be two values in [0, 1))")
-        if not adam_eps > 0.0:
-            raise ConfigError(f"Invalid adam_eps: {adam_eps} (must be > 0)")
         self.betas = betas
         self.adam_eps = adam_eps
 
@@ -236,17 +239,26 @@ for _rule in (ZOSGD, ZOMomentum, ZOSign, ZOConservative, ZOAdam):
     UPDATES.register(_rule.name, _rule)
 
 
-def build_update_rule(name: str, **hyper: Any) -> UpdateRule:
-    """Instantiate rule ``name`` with the hyperparameters it accepts (others are ignored).
+def rule_settings(name: str) -> set[str]:
+    """The hyperparameters rule ``name`` takes (``momentum`` for ``momentum``, ``betas`` and ``adam_eps`` for
+    ``adam``, none for the others)."""
+    return set(inspect.signature(UPDATES.get(name).__init__).parameters) - {"self"}
+
+
+def build_update_rule(name: str, *, strict: bool = False, **hyper: Any) -> UpdateRule:
+    """Instantiate rule ``name`` with the hyperparameters it takes. ``ZOOptimizer`` hands every rule all of its
+    settings (with their defaults) and each takes its own; with ``strict``, a setting given (not None) to a rule
+    that does not take it is refused instead, as the command line does (``--momentum`` with ``--update sgd``).
 
     Raises:
         UnknownNameError: ``name`` is not a registered rule.
-        ConfigError: a hyperparameter is out of range.
+        ConfigError: a hyperparameter is out of range, or (strict) not one of the rule's.
     """
-    cls = UPDATES.get(name)
-
-
-    accepted = {
-        k: v for k, v in hyper.items() if k in inspect.signature(cls.__init__).parameters and v is not None
-    }
-    return cls(**accepted)
+    cls, takes = UPDATES.get(name), rule_settings(name)
+    given = {k: v for k, v in hyper.items() if v is not None}
+    foreign = sorted(set(given) - takes)
+    if strict and foreign:
+        users = [rule for rule in UPDATES.names() if set(foreign) & rule_settings(rule)]
+        raise ConfigError(f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to update "
+                          f"{name!r} (only to: {', '.join(users)})")
+    return cls(**{k: v for k, v in given.items() if k in takes})

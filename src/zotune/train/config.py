@@ -76,6 +76,15 @@ class TrainConfig:
     directions: str = field(default="gaussian", metadata={
         "help": "distribution of z: gaussian (MeZO's) or rademacher (±1 signs, cheaper on CPUs)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})
+    momentum: float | None = field(default=None, metadata={"help": "--update momentum: its coefficient (default 0.9)"})
+    betas: list[float] | None = field(default=None, metadata={
+        "help": "--update adam: its two moment decays, e.g. 0.9,0.999 (default 0.9,0.999)"})
+    adam_eps: float | None = field(default=None, metadata={"help": "--update adam: its epsilon (default 1e-8)"})
+    perturbation: str = field(default="auto", metadata={
+        "help": "in_place (MeZO's: probes written into the weights and undone), deferred (forward hooks; the "
+                "weights never drift) or auto: deferred for bf16/fp16 weights, else in_place (docs/reliability.md)"})
+    fuse_restore: bool = field(default=True, metadata={
+        "help": "fuse the last restore into the sgd update (one pass over the weights fewer)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
     seed: int = field(default=0, metadata={"help": "seeds the optimizer and the batch order"})
@@ -132,11 +141,11 @@ class TrainConfig:
                 problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
         if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
-        for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
+        for name in ("resume", "overwrite", "save_best", "trust_remote_code", "fuse_restore"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
         for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets",
-                     "text_column", "label_column", "objective"):
+                     "text_column", "label_column", "objective", "perturbation"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
         for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
@@ -175,6 +184,11 @@ class TrainConfig:
             return custom_task(text_column=self.text_column, label_column=self.label_column,
                                template=self.template, label_words=self.label_words, dataset=self.dataset)
         return TASKS.get(self.task)
+
+    def update_settings(self) -> dict[str, Any]:
+        """The update rule's own settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
+        values = {"momentum": self.momentum, "betas": self.betas, "adam_eps": self.adam_eps}
+        return {key: value for key, value in values.items() if value is not None}
 
     def lr_schedule(self) -> LRSchedule:
         return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)

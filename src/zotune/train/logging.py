@@ -55,7 +55,7 @@ class NullLogger:
 class FanOut:
     """Hands every record to each of several loggers (``metrics.jsonl`` and the trackers of ``--report-to``)."""
 
-    def __init__(self, loggers: list[Any]) -> None:
+    def __init__(self, loggers: list[MetricLogger]) -> None:
         self.loggers = loggers
 
     def log(self, record: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from zotune.distributed import close_parallel, init_parallel, mean_over_ranks, s
 from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
 from zotune.methods import METHODS, SAMPLERS
-from zotune.optim import ZOOptimizer
+from zotune.optim import PERTURBATIONS, ZOOptimizer
 from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.perturb import mix_seed
 from zotune.seedlog import SeedLogWriter, read_seed_log
@@ -47,7 +47,7 @@ from zotune.train.logging import FanOut, JsonlLogger, NullLogger, read_jsonl, tr
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.schedule import budget_progress
 from zotune.train.signals import StopRequests
-from zotune.updates import UPDATES
+from zotune.updates import build_update_rule
 
 __all__ = ["train", "check_names", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint",
            "RUN_FILES"]
@@ -157,7 +157,10 @@ def check_names(config: TrainConfig) -> None:
         ConfigError: an objective the task cannot provide, an unknown tracker or one not installed.
     """
     check_objective(config.objective, config.build_task())
-    METHODS.get(config.method), UPDATES.get(config.update), config.reporters()
+    METHODS.get(config.method), config.reporters()
+    build_update_rule(config.update, strict=True, **config.update_settings())  # names and values checked
+    if config.perturbation not in PERTURBATIONS:
+        raise ConfigError(f"Invalid perturbation: {config.perturbation!r} (one of {', '.join(PERTURBATIONS)})")
     if config.sampler is not None:
         SAMPLERS.get(config.sampler)
 
@@ -230,7 +233,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                             update=config.update, sampler=config.sampler,
                             n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
                             direction_parallel=by_directions, weight_decay=config.weight_decay,
-                            directions=config.directions, method_options=config.method_options)
+                            directions=config.directions, method_options=config.method_options,
+                            perturbation=config.perturbation, fuse_restore=config.fuse_restore,
+                            **config.update_settings())
     # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
     base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
     fingerprint = run_fingerprint(config, base_name, data)
