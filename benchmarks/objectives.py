@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from zotune.seedlog import read_seed_log
+from zotune.train.seedlog import read_seed_log
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:

@@ -20,8 +20,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from zotune import ZOOptimizer
-from zotune.replay import replay
-from zotune.seedlog import SeedLogWriter, read_seed_log
+from zotune.train.replay import replay
+from zotune.train.seedlog import SeedLogWriter, read_seed_log
 
 METHODS = {"mezo": {}, "adalezo": {}, "dizo": {}, "ldsd": {}}
 

@@ -16,8 +16,8 @@ import argparse
 from transformers import TrainingArguments
 
 from zotune.assets import load_model
+from zotune.integrations.trainer import ZOTrainer
 from zotune.tasks import TASKS, load_splits
-from zotune.trainer import ZOTrainer
 
 
 def labelled_examples(rows, tokenizer, max_tokens=64):

@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from zotune.assets import resolve_model_path
-from zotune.trainer import ZOTrainer, ZOTrainingArguments
+from zotune.integrations.trainer import ZOTrainer, ZOTrainingArguments
 
 
 @dataclass

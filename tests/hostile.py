@@ -3,7 +3,7 @@ conftest.py), its folder's snapshot, and the one-line error every failure must g
 
 from pathlib import Path
 
-from zotune.outputs import LOCK_FILE
+from zotune.files.outputs import LOCK_FILE
 
 TRAIN_FILE = "data/rotten_tomatoes/train.jsonl"
 

@@ -7,14 +7,14 @@ import torch
 from safetensors.torch import load_file
 
 from zotune import ZOOptimizer
-from zotune.adapters import PeftSettings, apply_peft, load_adapter
 from zotune.cli import main
 from zotune.errors import ConfigError
-from zotune.replay import load_base, replay
-from zotune.seedlog import read_seed_log
+from zotune.integrations.adapters import PeftSettings, apply_peft, load_adapter
 from zotune.tasks import TASKS, candidate_scores, encode
 from zotune.train.config import TrainConfig
 from zotune.train.loop import train
+from zotune.train.replay import load_base, replay
+from zotune.train.seedlog import read_seed_log
 
 
 def _config(model_dir, data_dir, out, **overrides):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from zotune.methods import METHODS, SAMPLERS, route_options
+from zotune.optim.updates import UPDATES
 from zotune.tasks import TASKS
 from zotune.train.config import TrainConfig, load_yaml_config
-from zotune.updates import UPDATES
 
 ROOT = Path(__file__).parents[1] / "configs"
 GRIDS = sorted((ROOT / "bench").glob("*.yaml"))

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from zotune import ZOOptimizer
-from zotune.distributed import ParallelContext, bytes_communicated, mean_over_ranks
+from zotune.optim.distributed import ParallelContext, bytes_communicated, mean_over_ranks
 
 STEPS = 3
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from hostile import TRAIN_FILE, expect_one_line_error, snapshot, train_args
 from zotune.cli import _format_warning, main
 from zotune.errors import ZotuneWarning
-from zotune.outputs import FolderLock
+from zotune.files.outputs import FolderLock
 
 # --- replay --out (item 1) ---------------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ import torch
 from hostile import expect_one_line_error, train_args
 from zotune import ZOOptimizer
 from zotune.cli import main
-from zotune.replay import replay
-from zotune.seedlog import SeedLogWriter, read_seed_log
 from zotune.tasks import TASKS, encode
 from zotune.tasks.objectives import objective_fn
 from zotune.tasks.scoring import generate_answers
+from zotune.train.replay import replay
+from zotune.train.seedlog import SeedLogWriter, read_seed_log
 
 
 def test_an_objective_the_task_cannot_provide_is_refused(run, tiny_model_dir, capsys):

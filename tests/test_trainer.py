@@ -6,7 +6,7 @@ import pytest
 from transformers import TrainingArguments
 
 from zotune.errors import ConfigError
-from zotune.trainer import ZOTrainer, ZOTrainingArguments
+from zotune.integrations.trainer import ZOTrainer, ZOTrainingArguments
 
 
 def _dataset(tokenizer, n=32):
@@ -61,7 +61,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, TrainingArguments
 
-from zotune.trainer import ZOTrainer, ZOTrainingArguments
+from zotune.integrations.trainer import ZOTrainer, ZOTrainingArguments
 
 model_dir, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ from zotune.errors import (
 )
 from zotune.methods import METHODS, Method, MethodConfig, register_method
 from zotune.optim import ZOOptimizer
-from zotune.updates import UPDATES
+from zotune.optim.updates import UPDATES
 
 __version__ = "0.1.0"
 
@@ -40,7 +40,7 @@ __all__ = [
 def __getattr__(name: str):
     # ZOTrainer(-Arguments) import transformers' Trainer (and accelerate): loaded on first use, not with `import zotune`.
     if name in ("ZOTrainer", "ZOTrainingArguments"):
-        from zotune import trainer
+        from zotune.integrations import trainer
 
         return getattr(trainer, name)
     raise AttributeError(f"module 'zotune' has no attribute {name!r}")

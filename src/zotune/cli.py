@@ -289,7 +289,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     task = TASKS.get(args.task)
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.adapter:
-        from zotune.adapters import load_adapter
+        from zotune.integrations.adapters import load_adapter
 
         model = load_adapter(model, args.adapter)
     if args.checkpoint:
@@ -316,10 +316,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from zotune.durable import check_writable, replace_folder
-    from zotune.outputs import check_not_inputs
-    from zotune.replay import load_base, replay
-    from zotune.seedlog import read_seed_log
+    from zotune.files.durable import check_writable, replace_folder
+    from zotune.files.outputs import check_not_inputs
+    from zotune.train.replay import load_base, replay
+    from zotune.train.seedlog import read_seed_log
 
     log = read_seed_log(args.log)
     base = args.base or log.header["model"]
@@ -411,8 +411,8 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
     from zotune.methods import METHODS, SAMPLERS
+    from zotune.optim.updates import UPDATES
     from zotune.tasks import TASKS
-    from zotune.updates import UPDATES
 
     print("methods:      " + ", ".join(METHODS.names()))
     print("samplers:     " + ", ".join(SAMPLERS.names()))

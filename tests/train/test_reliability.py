@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from zotune.cli import main
 from zotune.errors import StateError
-from zotune.replay import replay
-from zotune.seedlog import read_seed_log, weights_sha256
 from zotune.train.config import TrainConfig
 from zotune.train.loop import train
+from zotune.train.replay import replay
+from zotune.train.seedlog import read_seed_log, weights_sha256
 
 
 def _config(model_dir, data_dir, out, **overrides):

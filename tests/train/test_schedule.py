@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 from hostile import expect_one_line_error, train_args
 from zotune.cli import main
 from zotune.errors import ConfigError, Interrupted
-from zotune.replay import load_base, replay
-from zotune.seedlog import read_seed_log
 from zotune.train import loop
 from zotune.train.config import TrainConfig
+from zotune.train.replay import load_base, replay
 from zotune.train.schedule import LRSchedule, budget_progress
+from zotune.train.seedlog import read_seed_log
 
 
 @pytest.mark.parametrize("name,progress,expected", [

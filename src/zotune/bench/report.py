@@ -13,8 +13,8 @@ from typing import Any
 
 from zotune.bench.grid import BenchConfig, RunSpec
 from zotune.bench.runner import SUMMARY
-from zotune.durable import atomic_write, atomic_write_text
 from zotune.errors import StateError
+from zotune.files.durable import atomic_write, atomic_write_text
 from zotune.train.logging import read_jsonl
 
 __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from zotune.assets import BUILTIN_DATASETS, fetch_dataset, read_rotten_tomatoes
 from zotune.errors import AssetError, DataError, ZotuneWarning
-from zotune.jsonl import json_objects
+from zotune.files.jsonl import json_objects
 from zotune.tasks.base import Task
 
 __all__ = ["load_splits", "read_rows", "sample_mezo", "TaskData"]

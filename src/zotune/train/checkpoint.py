@@ -1,6 +1,6 @@
 """Checkpoints: trainable weights (safetensors), optimizer state (tensors only) and loop state (JSON).
 
-A checkpoint folder is written beside its final place, fsynced and renamed over it (``zotune.durable``), so a
+A checkpoint folder is written beside its final place, fsynced and renamed over it (``zotune.files.durable``), so a
 process killed at any moment leaves the previous checkpoint or the new one, whole. Nothing is pickled: the
 optimizer file loads with ``weights_only=True``.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from zotune.durable import previous_folder, replace_folder
 from zotune.errors import StateError
+from zotune.files.durable import previous_folder, replace_folder
 
 __all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "load_best", "trainable_state", "load_trainable_state"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zotune.adapters import PeftSettings
 from zotune.errors import ConfigError
+from zotune.integrations.adapters import PeftSettings
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.schedule import LRSchedule

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from zotune.errors import StateError
-from zotune.jsonl import json_objects
+from zotune.files.jsonl import json_objects
 
 __all__ = ["MetricLogger", "JsonlLogger", "NullLogger", "FanOut", "tracker_loggers", "REPORTERS", "read_jsonl"]
 

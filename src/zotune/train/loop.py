@@ -17,16 +17,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from zotune.adapters import apply_peft
 from zotune.assets import fit_to_context, load_model
-from zotune.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
-from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
+from zotune.files.durable import atomic_write, atomic_write_text, check_writable, replace_folder
+from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
+from zotune.integrations.adapters import apply_peft
 from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import PERTURBATIONS, ZOOptimizer
-from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
+from zotune.optim.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
+from zotune.optim.updates import build_update_rule
 from zotune.perturb import mix_seed
-from zotune.seedlog import SeedLogWriter, read_seed_log
 from zotune.tasks import (
     encode,
     evaluate,
@@ -46,8 +46,8 @@ from zotune.train.config import TrainConfig
 from zotune.train.logging import FanOut, JsonlLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.schedule import budget_progress
+from zotune.train.seedlog import SeedLogWriter, read_seed_log
 from zotune.train.signals import StopRequests
-from zotune.updates import build_update_rule
 
 __all__ = ["train", "check_names", "TrainResult", "batch_indices", "fresh_batch_indices", "truncate_log", "run_fingerprint",
            "RUN_FILES"]
@@ -179,7 +179,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     ``config.resume`` continues it (with the same settings and data, checked) or ``config.overwrite`` replaces
     its files; the model and data folders are never inside it.
 
-    With ``config.parallel`` (under ``torchrun``), every process trains a replica (``zotune.distributed``); the
+    With ``config.parallel`` (under ``torchrun``), every process trains a replica (``zotune.optim.distributed``); the
     first one alone evaluates and writes files.
 
     Raises:

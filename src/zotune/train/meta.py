@@ -21,11 +21,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from zotune.assets import fit_to_context, load_model
-from zotune.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.errors import ConfigError, Interrupted, StateError
+from zotune.files.durable import atomic_write, atomic_write_text, check_writable, replace_folder
+from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.methods.zo_finetuner.controller import ControllerBank
 from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
-from zotune.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.tasks import TASKS, encode, load_splits, sample_mezo, task_loss
 from zotune.train.checkpoint import load_trainable_state, trainable_state
 from zotune.train.logging import JsonlLogger, read_jsonl

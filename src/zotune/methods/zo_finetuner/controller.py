@@ -79,7 +79,7 @@ class ControllerBank(nn.Module):
         """Write the controller file (atomically); ``self.metadata`` (base model, recipe) goes in its header."""
         from safetensors.torch import save_file
 
-        from zotune.durable import atomic_write
+        from zotune.files.durable import atomic_write
 
         meta = {"format": FORMAT, "version": "1", "shapes": json.dumps(self.shapes),
                 **{k: v if isinstance(v, str) else json.dumps(v) for k, v in self.metadata.items()}}

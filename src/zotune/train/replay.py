@@ -18,7 +18,7 @@ import torch
 
 from zotune.errors import StateError, ZotuneWarning
 from zotune.optim import StepRecord, ZOOptimizer
-from zotune.seedlog import SeedLog, model_sha256
+from zotune.train.seedlog import SeedLog, model_sha256
 
 __all__ = ["replay", "load_base", "ReplayResult"]
 
@@ -33,8 +33,8 @@ class ReplayResult:
 def load_base(log: SeedLog, base: str | None = None):
     """``(model, tokenizer)`` as the logged run started: the base model (``base``, default the one the log
     names) in the logged dtype, with the logged adapter added, initialised from the logged seed."""
-    from zotune.adapters import PeftSettings, apply_peft
     from zotune.assets import load_model
+    from zotune.integrations.adapters import PeftSettings, apply_peft
 
     model, tokenizer = load_model(base or log.header["model"], dtype=log.header["dtype"])
     if "peft" in log.header:

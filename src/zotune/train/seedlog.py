@@ -8,7 +8,7 @@ with the SHA-256 of the final weights. Floats are written with ``repr`` precisio
 
 Every method replays from it, because a ZO step's arithmetic is a pure function of the settings, the step seed
 and the loss values: AdaLeZO's draws, DiZO's projection ratios and LDSD's policy are recomputed from the logged
-losses (see ``zotune.replay``). Lines are flushed as they are written and fsynced at checkpoints; a line torn by
+losses (see ``zotune.train.replay``). Lines are flushed as they are written and fsynced at checkpoints; a line torn by
 a crash is the last one and is ignored when read.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from zotune.durable import atomic_write_text
 from zotune.errors import StateError, ZotuneWarning
+from zotune.files.durable import atomic_write_text
 from zotune.optim import StepRecord, ZOOptimizer
 from zotune.values import is_finite, is_int, is_real
 

@@ -167,7 +167,7 @@ class ZOTrainer(Trainer):
         own shard's gradient and the copies would drift apart."""
         import torch.distributed as dist
 
-        from zotune.distributed import ParallelContext, mean_over_ranks
+        from zotune.optim.distributed import ParallelContext, mean_over_ranks
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return closure

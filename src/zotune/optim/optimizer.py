@@ -24,8 +24,8 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
+from zotune.optim.updates import UpdateContext, build_update_rule
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
-from zotune.updates import UpdateContext, build_update_rule
 from zotune.values import is_finite, is_int, is_real
 
 __all__ = ["ZOOptimizer", "StepRecord", "PERTURBATIONS"]
@@ -98,7 +98,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             so bf16/fp16 weights cannot drift; needs ``params`` to be the ``nn.Module`` the closure runs), or
             ``auto`` (default): ``deferred`` for a module with low-precision trainable tensors, else ``in_place``.
         direction_parallel: spread the ``n_directions`` over the ranks of the initialised ``torch.distributed``
-            process group (``zotune.distributed``): rank r probes directions r, r + world, ...; one all-reduce
+            process group (``zotune.optim.distributed``): rank r probes directions r, r + world, ...; one all-reduce
             of 3 floats per direction shares the results, and every rank applies every update. Needs
             ``n_directions`` to be a multiple of the world size, a method with the two-point probe, and
             deferred perturbation (the default then). Every rank must call ``step`` with the same batch.
@@ -312,7 +312,7 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def _share_probes(self, probes: list[Probe | None], step_seed: int) -> list[Probe]:
         """Direction parallelism: fill in the other ranks' directions (one all-reduce of n x 3 floats)."""
-        from zotune.distributed import sum_over_ranks
+        from zotune.optim.distributed import sum_over_ranks
 
         table = torch.zeros(len(probes), 3, dtype=torch.float64)
         for i, probe in enumerate(probes):
