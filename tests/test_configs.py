@@ -37,3 +37,26 @@ def test_bench_grid_is_valid(path):
     config = load_bench_config(path)  # checks every run's settings, method and task
     assert config.runs()
     assert "zotune bench" in path.read_text().splitlines()[1]
+
+
+def test_options_may_name_their_owner_and_must_when_two_declare_them():
+    from dataclasses import dataclass
+
+    from zotune.errors import ConfigError
+
+    @dataclass
+    class A:
+        rate: float = 0.0
+        only_a: int = 0
+
+    @dataclass
+    class B:
+        rate: float = 0.0
+
+    owners = [("method 'a'", A), ("sampler 'b'", B)]
+    assert route_options({"only_a": 1, "sampler.rate": 2.0, "method.rate": 3.0}, owners) == [
+        {"only_a": 1, "rate": 3.0}, {"rate": 2.0}]
+    with pytest.raises(ConfigError, match=r"rate \(method.rate or sampler.rate\); name the owner"):
+        route_options({"rate": 1.0}, owners)
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['sampler.only_a'\]"):
+        route_options({"sampler.only_a": 1}, owners)

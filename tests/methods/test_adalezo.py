@@ -237,10 +237,10 @@ def test_state_of_another_model_is_refused():
 
 def test_report_counts_draws_per_interval_and_resets():
     _, _, opt = _run(0, steps=5)
-    report = opt.sampler.report()
+    report, = opt.sampler.report()
     assert sum(report["draws"]) == 5 * opt.sampler.k and len(report["arms"]) == 7
     assert 0.0 <= report["clipped_fraction"] <= 1.0
-    assert sum(opt.sampler.report()["draws"]) == 0
+    assert sum(opt.sampler.report()[0]["draws"]) == 0
 
 
 @pytest.mark.parametrize("options,pattern", [

@@ -24,7 +24,7 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.perturb import Block, PerturbationEngine, StepPlan, gaussian_direction
-from zotune.registry import Registry
+from zotune.plugins import PluginConfig, PluginRegistry, PluginSpec
 
 __all__ = [
     "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
@@ -66,13 +66,10 @@ def check_option_types(config: Any) -> None:
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(PluginConfig):
     """Base of every method's config. Subclasses add typed fields with defaults and ``help`` metadata."""
 
-    method: ClassVar[str] = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **dataclasses.asdict(self)}
+    kind: ClassVar[str] = "method"
 
 
 @dataclass
@@ -143,7 +140,8 @@ class Method:
         return {}
 
     def report(self) -> list[dict[str, Any]]:
-        """Events since the last call (e.g. DiZO's projection rounds), each logged as one record; then reset."""
+        """Records since the last call (e.g. DiZO's projection rounds), each logged as one record; then reset.
+        The training loop calls it after every step (samplers' ``report`` has the same meaning)."""
         return []
 
     def state_dict(self) -> dict[str, Any]:
@@ -154,45 +152,24 @@ class Method:
 
 
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodSpec(PluginSpec):
     """A registered method: its config and hook classes, and the sampler it runs with unless told otherwise
     (a *recipe* such as ``adalezo`` is MeZO's hooks with another sampler)."""
 
-    config_cls: type[MethodConfig]
-    method_cls: type[Method]
     sampler: str = "full"
 
 
-METHODS: Registry[MethodSpec] = Registry("method")
+METHODS: PluginRegistry[MethodSpec] = PluginRegistry("method")
 
 
 def register_method(
     name: str, *, config_cls: type[MethodConfig], method_cls: type[Method], sampler: str = "full"
 ) -> None:
     """Register a method under ``name`` (called at the end of each method's ``__init__.py``)."""
-    config_cls.method = name
     METHODS.register(name, MethodSpec(config_cls, method_cls, sampler))
 
 
 def build_method(method: str | MethodConfig, options: dict[str, Any] | None = None) -> Method:
-    """Instantiate a registered method from its name and options, or from a config object.
-
-    Raises:
-        UnknownNameError: the name is not registered.
-        ConfigError: an option is unknown to the method's config, or invalid.
-    """
-    options = dict(options or {})
-    if isinstance(method, MethodConfig):
-        if options:
-            raise ConfigError(
-                f"Method options {sorted(options)} given together with a {type(method).__name__}; "
-                "set them on the config instead"
-            )
-        return METHODS.get(method.method).method_cls(method)
-    spec = METHODS.get(method)
-    known = {f.name for f in dataclasses.fields(spec.config_cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        allowed = ", ".join(sorted(known)) or "none"
-        raise ConfigError(f"Unknown option(s) {unknown} for method {method!r} (allowed: {allowed})")
-    return spec.method_cls(spec.config_cls(**options))
+    """Instantiate a registered method from its name and options, or from a config object
+    (``PluginRegistry.build``: unknown options and options beside a config object are refused)."""
+    return METHODS.build(method, options)

@@ -18,7 +18,7 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.perturb import PerturbationEngine, StepPlan
-from zotune.registry import Registry
+from zotune.plugins import PluginConfig, PluginRegistry, PluginSpec
 
 __all__ = [
     "SamplerConfig",
@@ -32,13 +32,10 @@ __all__ = [
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(PluginConfig):
     """Base of every sampler's config. Subclasses add typed fields with defaults and ``help`` metadata."""
 
-    sampler: ClassVar[str] = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sampler": self.sampler, **dataclasses.asdict(self)}
+    kind: ClassVar[str] = "sampler"
 
 
 class Sampler:
@@ -73,10 +70,10 @@ class Sampler:
         """Per-step scalars for the training log."""
         return {}
 
-    def report(self) -> dict[str, Any]:
-        """Statistics accumulated since the last call (the training loop calls it once per evaluation interval),
-        then reset. Empty for samplers with nothing to report."""
-        return {}
+    def report(self) -> list[dict[str, Any]]:
+        """Records since the last call, each logged as one record; then reset (as ``Method.report``). The
+        training loop calls it once per evaluation interval (AdaLeZO: the layer draws of the interval)."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -94,46 +91,30 @@ class FullSampler(Sampler):
     """MeZO's plan: every block, scale 1, weight 1. Overrides nothing."""
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    config_cls: type[SamplerConfig]
-    sampler_cls: type[Sampler]
-
-
-SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
+SAMPLERS: PluginRegistry[PluginSpec] = PluginRegistry("sampler")
 
 
 def register_sampler(name: str, *, config_cls: type[SamplerConfig], sampler_cls: type[Sampler]) -> None:
-    config_cls.sampler = name
-    SAMPLERS.register(name, SamplerSpec(config_cls, sampler_cls))
+    SAMPLERS.register(name, PluginSpec(config_cls, sampler_cls))
 
 
 register_sampler("full", config_cls=FullSamplerConfig, sampler_cls=FullSampler)
 
 
 def build_sampler(sampler: str | SamplerConfig, options: dict[str, Any] | None = None) -> Sampler:
-    """Instantiate a registered sampler from its name and options, or from a config object.
-
-    Raises:
-        UnknownNameError: the name is not registered.
-        ConfigError: an option is invalid, or options were given together with a config object.
-    """
-    if isinstance(sampler, SamplerConfig):
-        if options:
-            raise ConfigError(f"Sampler options {sorted(options)} given together with a "
-                              f"{type(sampler).__name__}; set them on the config instead")
-        return SAMPLERS.get(sampler.sampler).sampler_cls(sampler)
-    spec = SAMPLERS.get(sampler)
-    return spec.sampler_cls(spec.config_cls(**(options or {})))
+    """Instantiate a registered sampler from its name and options, or from a config object
+    (``PluginRegistry.build``: unknown options and options beside a config object are refused)."""
+    return SAMPLERS.build(sampler, options)
 
 
 def route_options(
     options: dict[str, Any], owners: list[tuple[str, type | None]]
 ) -> list[dict[str, Any]]:
-    """Split one mapping of options among config dataclasses by field name.
+    """Split one mapping of options among config dataclasses.
 
-    Users give the options of a method and of its sampler together (``--option sample_fraction=0.3``); each
-    goes to the config that declares it.
+    Users give the options of a method and of its sampler together (``--option sample_fraction=0.3``). A key
+    may name its owner (``sampler.sample_fraction``, ``method.interval``: the first word of the owner's label);
+    a plain key goes to the one config that declares it, and one that two configs declare must name its owner.
 
     Args:
         options: the options.
@@ -144,19 +125,26 @@ def route_options(
         One mapping per owner, in order.
 
     Raises:
-        ConfigError: an option that no config declares, naming the allowed ones.
+        ConfigError: an option that no config declares (naming the allowed ones), or a plain key that two do.
     """
     fields = [{f.name for f in dataclasses.fields(cls)} if cls else set() for _, cls in owners]
+    namespaces = [label.split()[0] for label, _ in owners]
     routed: list[dict[str, Any]] = [{} for _ in owners]
-    unknown = []
+    unknown, ambiguous = [], []
     for key, value in options.items():
-        owner = next((i for i, names in enumerate(fields) if key in names), None)
-        if owner is None:
-            unknown.append(key)
+        namespace, _, name = key.rpartition(".")
+        candidates = [i for i, names in enumerate(fields)
+                      if name in names and namespace in ("", namespaces[i])]
+        if len(candidates) == 1:
+            routed[candidates[0]][name] = value
+        elif candidates:
+            ambiguous.append(f"{key} ({' or '.join(f'{namespaces[i]}.{name}' for i in candidates)})")
         else:
-            routed[owner][key] = value
+            unknown.append(key)
+    labels = " with ".join(label for label, _ in owners)
     if unknown:
         allowed = ", ".join(sorted(set().union(*fields))) or "none"
-        labels = " with ".join(label for label, _ in owners)
         raise ConfigError(f"Unknown option(s) {sorted(unknown)} for {labels} (allowed: {allowed})")
+    if ambiguous:
+        raise ConfigError(f"Option(s) of more than one owner for {labels}: {', '.join(ambiguous)}; name the owner")
     return routed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -24,11 +25,12 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
-from zotune.optim.updates import UpdateContext, build_update_rule
+from zotune.optim.config import PERTURBATIONS, ZOConfig
+from zotune.optim.updates import UpdateContext
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
-from zotune.values import is_finite, is_int, is_real
+from zotune.values import is_real
 
-__all__ = ["ZOOptimizer", "StepRecord", "PERTURBATIONS"]
+__all__ = ["ZOOptimizer", "StepRecord", "ZOConfig", "PERTURBATIONS"]
 
 # Stream ids for the sampler's and the method's own draws in a step, distinct from direction indices 0..n-1.
 _PLAN_STREAM = 1 << 32
@@ -81,32 +83,12 @@ class ZOOptimizer(torch.optim.Optimizer):
     Args:
         params: an ``nn.Module`` (its parameters with ``requires_grad``), or an iterable of ``(name, tensor)``
             pairs or tensors. Block order follows this order.
-        method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig``.
-        sampler: which blocks each step perturbs and updates: a registered sampler name (``full``, ``adalezo``)
-            or a ``SamplerConfig``. Default: the method's own (``full`` for MeZO, ``adalezo`` for ``adalezo``).
-        lr: learning rate (default 1e-6, MeZO's full fine-tuning setting).
-        eps: perturbation scale epsilon (default 1e-3).
-        seed: seeds the optimizer's own generator (default 0).
-        update: update rule: ``sgd`` (MeZO), ``momentum``, ``sign``, ``cons``, ``adam`` (default ``sgd``).
-        n_directions: directions per step, n-SPSA (default 1); memory does not grow with it.
-        weight_decay: L2 coefficient; skipped for tensors with fewer than 2 dims (biases, norms). Default 0.
-        momentum: for ``update="momentum"`` (default 0.9).
-        betas, adam_eps: for ``update="adam"`` (defaults (0.9, 0.999), 1e-8).
-        fuse_restore: fuse the last restore into the ``sgd`` update (default True; in-place perturbation only).
-        perturbation: ``in_place`` (MeZO's: theta += eps z is written into the weights and undone), ``deferred``
-            (the weights are never written by a probe; forward hooks show each module theta + eps z while it runs,
-            so bf16/fp16 weights cannot drift; needs ``params`` to be the ``nn.Module`` the closure runs), or
-            ``auto`` (default): ``deferred`` for a module with low-precision trainable tensors, else ``in_place``.
-        direction_parallel: spread the ``n_directions`` over the ranks of the initialised ``torch.distributed``
-            process group (``zotune.optim.distributed``): rank r probes directions r, r + world, ...; one all-reduce
-            of 3 floats per direction shares the results, and every rank applies every update. Needs
-            ``n_directions`` to be a multiple of the world size, a method with the two-point probe, and
-            deferred perturbation (the default then). Every rank must call ``step`` with the same batch.
-        directions: the distribution of z for methods that do not draw their own: ``gaussian`` (default, MeZO's
-            N(0, I)) or ``rademacher`` (±1 signs from a counter-based hash: the same E[z z^T] = I, so an equally
-            unbiased estimate, at a fraction of the cost of Gaussians on a CPU; see docs/performance.md).
-        method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
-            config that declares it (``{"sample_fraction": 0.3}`` reaches the AdaLeZO sampler).
+        method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig`` (default ``mezo``).
+        config: every other setting as a :class:`~zotune.optim.config.ZOConfig`, or
+        **settings: the same settings as keywords (``lr=``, ``eps=``, ``seed=``, ``update=``, ``n_directions=``,
+            ``weight_decay=``, ``momentum=``, ``betas=``, ``adam_eps=``, ``fuse_restore=``, ``perturbation=``,
+            ``direction_parallel=``, ``directions=``, ``sampler=``, ``method_options=``); ``ZOConfig`` documents
+            each with its default. Unknown keywords are refused.
 
     Raises:
         ConfigError: an argument is out of range, an option pair is incompatible, or there is nothing to train.
@@ -120,60 +102,38 @@ class ZOOptimizer(torch.optim.Optimizer):
     def __init__(
         self,
         params: nn.Module | Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]],
-        method: str | MethodConfig = "mezo",
+        method: str | MethodConfig | None = None,
         *,
-        sampler: str | SamplerConfig | None = None,
-        lr: float = 1e-6,
-        eps: float = 1e-3,
-        seed: int = 0,
-        update: str = "sgd",
-        n_directions: int = 1,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        adam_eps: float = 1e-8,
-        fuse_restore: bool = True,
-        perturbation: str = "auto",
-        direction_parallel: bool = False,
-        directions: str = "gaussian",
-        method_options: dict[str, Any] | None = None,
+        config: ZOConfig | None = None,
+        **settings: Any,
     ) -> None:
-        if not (is_finite(lr) and lr >= 0.0):
-            raise ConfigError(f"Invalid lr: {lr!r} (must be a finite number >= 0)")
-        if not (is_finite(eps) and eps > 0.0):
-            raise ConfigError(f"Invalid eps: {eps!r} (must be a finite number > 0)")
-        if not (is_int(n_directions) and n_directions >= 1):
-            raise ConfigError(f"Invalid n_directions: {n_directions!r} (must be an integer >= 1)")
-        if not (is_finite(weight_decay) and weight_decay >= 0.0):
-            raise ConfigError(f"Invalid weight_decay: {weight_decay!r} (must be a finite number >= 0)")
-        if not (is_int(seed) and 0 <= seed < 2**63):
-            raise ConfigError(f"Invalid seed: {seed!r} (must be an integer from 0 to 2**63 - 1)")
+        if config is None:
+            config = ZOConfig.from_settings({**settings, **({} if method is None else {"method": method})})
+        elif settings or method is not None:
+            raise ConfigError("ZOOptimizer takes its settings as a ZOConfig or as keywords, not both")
+        self.config = config
+        method, sampler, update = config.method, config.sampler, config.update
+        lr, eps, seed, n_directions = config.lr, config.eps, config.seed, config.n_directions
+        weight_decay, perturbation, directions = config.weight_decay, config.perturbation, config.directions
         named = _named_trainable(params)
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
-        if direction_parallel:
-            if perturbation == "in_place":
-                raise ConfigError("direction_parallel needs deferred perturbation: in-place probes leave each rank "
-                                  "its own rounding residue and the replicas would drift apart")
-            perturbation = "deferred"
-        perturbation = _perturbation_mode(perturbation, params, named)
-        self.rule = build_update_rule(update, momentum=momentum, betas=betas, adam_eps=adam_eps)
-        if weight_decay and not self.rule.uses_weight_decay:
-            raise ConfigError(f"weight_decay={weight_decay} is not supported with update={update!r}")
+        perturbation = _perturbation_mode("deferred" if config.direction_parallel else perturbation, params, named)
+        self.rule = config.update_rule()
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
         super().__init__([p for _, p in named], defaults)
-        method_name = method.method if isinstance(method, MethodConfig) else method
+        method_name = method.name if isinstance(method, MethodConfig) else method
         spec = METHODS.get(method_name)
         sampler = spec.sampler if sampler is None else sampler
-        sampler_name = sampler.sampler if isinstance(sampler, SamplerConfig) else sampler
+        sampler_name = sampler.name if isinstance(sampler, SamplerConfig) else sampler
         # A config given as an object takes no further options (None below).
-        method_options, sampler_options = route_options(dict(method_options or {}), [
+        method_options, sampler_options = route_options(dict(config.method_options), [
             (f"method {method_name!r}", None if isinstance(method, MethodConfig) else spec.config_cls),
             (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
         # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
-        self.direction_split = _direction_world(direction_parallel, n_directions, self.method)
+        self.direction_split = _direction_world(config.direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
         self.engine = PerturbationEngine(named, direction=_direction_source(directions, self.method),
                                          deferred=perturbation == "deferred")
@@ -182,7 +142,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.method.setup(self.engine)
         self.sampler.setup(self.engine)
         self.update_name = update
-        self.fuse_restore = fuse_restore
+        self.fuse_restore = config.fuse_restore
         self.seed = seed
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         self.step_count = 0
@@ -196,12 +156,12 @@ class ZOOptimizer(torch.optim.Optimizer):
         self._forward_seconds = 0.0
         # The constructor's arguments with every default resolved: the seed log stores them to rebuild this
         # optimizer for a replay.
-        self.hparams: dict[str, Any] = dict(
-            method=self.method.config.method, sampler=self.sampler.config.sampler, lr=lr, eps=eps, seed=seed,
-            update=update, n_directions=n_directions, weight_decay=weight_decay, momentum=momentum,
-            betas=list(betas), adam_eps=adam_eps, fuse_restore=fuse_restore, perturbation=perturbation,
-            directions=directions, method_options={**_options_of(self.method.config, "method"), **_options_of(self.sampler.config, "sampler")},
-        )
+        self.hparams: dict[str, Any] = {
+            **{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "direction_parallel"},
+            "method": self.method.config.name, "sampler": self.sampler.config.name, "betas": list(config.betas),
+            "perturbation": perturbation,
+            "method_options": {**_options_of(self.method.config), **_options_of(self.sampler.config)},
+        }
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -329,7 +289,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         if self.engine.pending:
             left = {self.engine.blocks[b].name: terms for b, terms in list(self.engine.pending.items())[:3]}
             self.engine.pending.clear()
-            raise StateError(f"Method {self.method.config.method!r} left perturbations pending: {left}")
+            raise StateError(f"Method {self.method.config.name!r} left perturbations pending: {left}")
 
     def remove_hooks(self) -> None:
         """Detach the deferred-perturbation hooks from the model (the optimizer cannot step afterwards)."""
@@ -373,8 +333,8 @@ class ZOOptimizer(torch.optim.Optimizer):
             "step_count": self.step_count,
             "forward_passes": self.forward_passes,
             "consecutive_skips": self.consecutive_skips,
-            "method": self.method.config.method,
-            "sampler": self.sampler.config.sampler,
+            "method": self.method.config.name,
+            "sampler": self.sampler.config.name,
             "update": self.update_name,
             "method_state": self.method.state_dict(),
             "sampler_state": self.sampler.state_dict(),
@@ -386,7 +346,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         zo = state_dict.pop("zo", None)
         if zo is None:
             raise StateError("Not a ZOOptimizer state dict: the 'zo' entry is missing")
-        mine_by_key = (("method", self.method.config.method), ("sampler", self.sampler.config.sampler),
+        mine_by_key = (("method", self.method.config.name), ("sampler", self.sampler.config.name),
                        ("update", self.update_name))
         for key, mine in mine_by_key:
             if zo[key] != mine:
@@ -400,7 +360,6 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.sampler.load_state_dict(zo["sampler_state"])
 
 
-PERTURBATIONS = ("auto", "in_place", "deferred")
 
 
 def _loss_value(loss: Any) -> float:
@@ -430,32 +389,26 @@ def _direction_world(enabled: bool, n_directions: int, method: Any) -> tuple[int
         raise ConfigError(f"direction_parallel: n_directions {n_directions} is not a multiple of the world size "
                           f"{world}")
     if type(method).probe is not Method.probe:
-        raise ConfigError(f"direction_parallel needs the two-point probe; method {method.config.method!r} probes "
+        raise ConfigError(f"direction_parallel needs the two-point probe; method {method.config.name!r} probes "
                           "its own way (use data parallelism)")
     return dist.get_rank(), world
 
 
-def _options_of(config: Any, name_key: str) -> dict[str, Any]:
-    options = config.to_dict()
-    options.pop(name_key, None)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+def _options_of(config: Any) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def _direction_source(directions: str, method: Method) -> Any:
     """The engine's direction: the named distribution, or the method's own ``direction`` when it overrides it."""
-    if directions not in NOISES:
-        raise ConfigError(f"Invalid directions: {directions!r} (one of {', '.join(NOISES)})")
     if type(method).direction is Method.direction:
-        return NOISES[directions]
+        return NOISES.get(directions)
     if directions != "gaussian":
-        raise ConfigError(f"method {method.config.method!r} draws its own directions; "
+        raise ConfigError(f"method {method.config.name!r} draws its own directions; "
                           f"directions={directions!r} does not apply to it")
     return method.direction
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:
-    if mode not in PERTURBATIONS:
-        raise ConfigError(f"Invalid perturbation: {mode!r} (one of {', '.join(PERTURBATIONS)})")
     is_module = isinstance(params, nn.Module)
     if mode == "deferred" and not is_module:
         raise ConfigError("perturbation='deferred' needs the model (an nn.Module) as params: it works through "

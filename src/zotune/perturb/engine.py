@@ -106,7 +106,7 @@ class PerturbationEngine:
             Block(i, name, p, decay=p.dim() >= 2) for i, (name, p) in enumerate(named_params)
         ]
         if isinstance(direction, str):
-            direction = NOISES[direction]
+            direction = NOISES.get(direction)
         # A streamable distribution, or None when a method's DirectionFn draws whole blocks.
         self.source: NoiseSource | None = direction if isinstance(direction, NoiseSource) else None
         self.direction: DirectionFn | None = None if self.source is not None else direction

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from zotune.errors import ZotuneWarning
+from zotune.registry import Registry
 
 __all__ = ["CHUNK", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
            "add_rademacher_signs"]
@@ -207,4 +208,7 @@ class _RademacherReader(NoiseReader):
         kernel(target.view(-1), self.keys, self._advance(target.numel()), torch.tensor(coef))
 
 
-NOISES: dict[str, NoiseSource] = {source.name: source for source in (GaussianNoise(), RademacherNoise())}
+# The distributions of z that ``--directions`` names.
+NOISES: Registry[NoiseSource] = Registry("direction distribution")
+for _source in (GaussianNoise(), RademacherNoise()):
+    NOISES.register(_source.name, _source)

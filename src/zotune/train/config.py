@@ -9,6 +9,7 @@ from typing import Any
 
 from zotune.errors import ConfigError
 from zotune.integrations.adapters import PeftSettings
+from zotune.optim import ZOConfig, build_update_rule
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.schedule import LRSchedule
@@ -118,7 +119,7 @@ class TrainConfig:
             self.eps = _DEFAULT_EPS.get(mode, _DEFAULT_EPS[None])
         problems = []
         positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
-                    "n_directions", "max_nonfinite", "num_train")
+                    "max_nonfinite", "num_train")
         for name in positive:
             value = getattr(self, name)
             if not is_int(value) or value < 1:
@@ -131,21 +132,17 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_int(value) or not 0 <= value < 2**63:
                 problems.append(f"Invalid {name}: {value!r} (must be an integer from 0 to 2**63 - 1)")
-        for name, low_ok in (("lr", True), ("eps", False), ("weight_decay", True)):
-            value = getattr(self, name)
-            if not is_finite(value) or value < 0 or (value == 0 and not low_ok):
-                problems.append(f"Invalid {name}: {value!r} (must be a finite number {'>=' if low_ok else '>'} 0)")
         for name in ("max_forward_passes", "max_seconds"):
             value = getattr(self, name)
             if value is not None and (not is_finite(value) or value <= 0):
                 problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
         if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
-        for name in ("resume", "overwrite", "save_best", "trust_remote_code", "fuse_restore"):
+        for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
         for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets",
-                     "text_column", "label_column", "objective", "perturbation"):
+                     "text_column", "label_column", "objective"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
         for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
@@ -153,13 +150,12 @@ class TrainConfig:
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
         if not isinstance(self.report_to, str):
             problems.append(f"Invalid report_to: {self.report_to!r} (tensorboard, wandb or none)")
-        if not isinstance(self.method_options, dict):
-            problems.append(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         if (self.task == CUSTOM) != (self.label_words is not None):
             problems.append("--task custom and --label-words go together: your own data needs the word of each "
                             "label, and --label-words is for --task custom only")
         if problems:
             raise ConfigError("; ".join(problems))
+        self.zo_config()  # validates the optimizer's settings, as ZOOptimizer does
         self.lr_schedule()  # validates the schedule settings
         self.peft_settings()  # validates the adapter settings
         if self.task == CUSTOM:
@@ -189,6 +185,19 @@ class TrainConfig:
         """The update rule's own settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
         values = {"momentum": self.momentum, "betas": self.betas, "adam_eps": self.adam_eps}
         return {key: value for key, value in values.items() if value is not None}
+
+    def zo_config(self, **overrides: Any) -> ZOConfig:
+        """The optimizer's settings. An update rule's setting given for another rule is refused here (the
+        command line's ``--momentum`` with ``--update sgd``), where ``ZOOptimizer`` hands each rule its own."""
+        given = self.update_settings()
+        build_update_rule(self.update, strict=True, **given)
+        if "betas" in given:
+            given["betas"] = tuple(given["betas"])
+        return ZOConfig(**{"method": self.method, "sampler": self.sampler, "lr": self.lr, "eps": self.eps,
+                           "seed": self.seed, "update": self.update, "n_directions": self.n_directions,
+                           "weight_decay": self.weight_decay, "fuse_restore": self.fuse_restore,
+                           "perturbation": self.perturbation, "directions": self.directions,
+                           "method_options": self.method_options, **given, **overrides})
 
     def lr_schedule(self) -> LRSchedule:
         return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)

@@ -23,9 +23,8 @@ from zotune.files.durable import atomic_write, atomic_write_text, check_writable
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
 from zotune.methods import METHODS, SAMPLERS
-from zotune.optim import PERTURBATIONS, ZOOptimizer
+from zotune.optim import ZOOptimizer
 from zotune.optim.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
-from zotune.optim.updates import build_update_rule
 from zotune.perturb import mix_seed
 from zotune.tasks import (
     encode,
@@ -158,9 +157,6 @@ def check_names(config: TrainConfig) -> None:
     """
     check_objective(config.objective, config.build_task())
     METHODS.get(config.method), config.reporters()
-    build_update_rule(config.update, strict=True, **config.update_settings())  # names and values checked
-    if config.perturbation not in PERTURBATIONS:
-        raise ConfigError(f"Invalid perturbation: {config.perturbation!r} (one of {', '.join(PERTURBATIONS)})")
     if config.sampler is not None:
         SAMPLERS.get(config.sampler)
 
@@ -229,13 +225,9 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
         raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(train_ex)} training examples)")
     pad_id = tokenizer.pad_token_id
     by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
-    optimizer = ZOOptimizer(model, config.method, lr=config.lr, eps=config.eps, seed=config.seed,
-                            update=config.update, sampler=config.sampler,
-                            n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
-                            direction_parallel=by_directions, weight_decay=config.weight_decay,
-                            directions=config.directions, method_options=config.method_options,
-                            perturbation=config.perturbation, fuse_restore=config.fuse_restore,
-                            **config.update_settings())
+    optimizer = ZOOptimizer(model, config=config.zo_config(
+        n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
+        direction_parallel=by_directions))
     # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
     base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
     fingerprint = run_fingerprint(config, base_name, data)
@@ -366,9 +358,8 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                     dev = score(dev_ex, "dev")
                     if dev:
                         logger.log({"kind": "dev", "step": done, **dev})
-                    sampled = optimizer.sampler.report()  # e.g. AdaLeZO's layer draws over the interval
-                    if sampled:
-                        logger.log({"kind": "sampler", "step": done, **sampled})
+                    for record in optimizer.sampler.report():  # e.g. AdaLeZO's layer draws over the interval
+                        logger.log({"kind": "sampler", "step": done, **record})
                     # Best by the dev metric; ties (common on small dev sets) go to the lower dev loss.
                     if dev and (dev["score"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
                         loop_state.update(best_dev=dev["score"], best_dev_loss=dev["loss"], best_step=done)
@@ -421,7 +412,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
                     "checkpoint": str(out / "checkpoint"), "best": str(out / "best"), "seed_log": str(seed_log_path)}
     if any(r.get("kind") == "sampler" and "draws" in r for r in records):
         atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
-            records, tmp, title=f"{optimizer.sampler.config.sampler} layer draws"))
+            records, tmp, title=f"{optimizer.sampler.config.name} layer draws"))
         result.files["layers"] = str(out / "layers.png")
     summary = {"config": config.to_dict(), **result.__dict__}
     if not math.isfinite(summary["best_dev_accuracy"]):

@@ -67,11 +67,8 @@ def replay(log: SeedLog, model: torch.nn.Module, *, steps: int | None = None,
     if base != log.header["base_sha256"]:
         raise StateError(f"The base model's weights differ from the ones the seed log {log.path} was trained from "
                          f"(SHA-256 {base[:12]}... != {log.header['base_sha256'][:12]}...)")
-    settings = dict(log.header["optimizer"])
-    if "betas" in settings:
-        settings["betas"] = tuple(settings["betas"])
     try:
-        optimizer = ZOOptimizer(model, **settings)
+        optimizer = ZOOptimizer(model, **log.header["optimizer"])
     except (TypeError, ValueError) as exc:
         raise StateError(f"{log.path}: the logged optimizer settings do not build an optimizer ({exc})") from exc
     if log.header.get("blocks", len(optimizer.engine)) != len(optimizer.engine):

@@ -14,8 +14,8 @@ a crash is the last one and is ignored when read.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import warnings
@@ -28,7 +28,7 @@ import torch
 
 from zotune.errors import StateError, ZotuneWarning
 from zotune.files.durable import atomic_write_text
-from zotune.optim import StepRecord, ZOOptimizer
+from zotune.optim import StepRecord, ZOConfig, ZOOptimizer
 from zotune.values import is_finite, is_int, is_real
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
@@ -180,7 +180,7 @@ def _check_header(header: dict[str, Any]) -> str | None:
     for name, kind in {**_HEADER, **_HEADER_OPTIONAL}.items():
         if name in header and (not isinstance(header[name], kind) or isinstance(header[name], bool)):
             return f"header field {name} is {header[name]!r}, not a {kind.__name__}"
-    accepted = set(inspect.signature(ZOOptimizer.__init__).parameters) - {"self", "params"}
+    accepted = {f.name for f in dataclasses.fields(ZOConfig)}
     unknown = sorted(set(header["optimizer"]) - accepted)
     if unknown or "method" not in header["optimizer"]:
         return f"optimizer settings unknown {unknown} or without a method"

@@ -154,7 +154,7 @@ class AdaLeZOSampler(Sampler):
             return {}
         return {"layers_sampled": len(draw.arms), "clipped_fraction": sum(draw.clipped) / len(draw.arms)}
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> list[dict[str, Any]]:
         sampled = self.interval_sampled
         out = {
             "arms": list(self.arm_names),
@@ -163,7 +163,7 @@ class AdaLeZOSampler(Sampler):
             "probs": [round(float(p), 6) for p in self.probs],
         }
         self._reset_interval()
-        return out
+        return [out]
 
     def state_dict(self) -> dict[str, Any]:
         return {
