@@ -132,16 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="built-in name (smollm2-135m), folder, .gguf or hub id")
     ev.add_argument("--checkpoint", help="a zotune checkpoint folder whose weights replace the model's")
     ev.add_argument("--adapter", help="a saved LoRA/prefix adapter folder (a --peft run's best/) to add to the model")
-    ev.add_argument("--task", default="rotten_tomatoes")
+    # The data and its sampling default as in `zotune train`, so `eval` scores the held-out rows a run reported.
+    train_defaults = {f.name: f.default for f in dataclasses.fields(_train_config_cls())}
+    ev.add_argument("--task", default=train_defaults["task"])
     ev.add_argument("--data-dir")
     ev.add_argument("--split", choices=("eval", "dev"), default="eval")
-    ev.add_argument("--num-train", type=int, default=1000)
-    ev.add_argument("--num-dev", type=int, default=200)
-    ev.add_argument("--num-eval", type=int, default=500)
-    ev.add_argument("--data-seed", type=int, default=0)
-    ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--max-length", type=int, default=256)
-    ev.add_argument("--dtype", default="float32")
+    for name in ("num_train", "num_dev", "num_eval", "data_seed", "max_length"):
+        ev.add_argument("--" + name.replace("_", "-"), type=int, default=train_defaults[name])
+    ev.add_argument("--batch-size", type=int, default=train_defaults["eval_batch_size"])
+    ev.add_argument("--dtype", default=train_defaults["dtype"])
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="allow a model whose config needs custom Python code (it runs that code)")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zotune.errors import ConfigError
+from zotune.errors import ConfigError, UnknownNameError
 from zotune.integrations.adapters import PeftSettings
 from zotune.optim import ZOConfig, build_update_rule
 from zotune.tasks import TASKS, Task
@@ -153,9 +153,15 @@ class TrainConfig:
         if (self.task == CUSTOM) != (self.label_words is not None):
             problems.append("--task custom and --label-words go together: your own data needs the word of each "
                             "label, and --label-words is for --task custom only")
+        try:
+            self.zo_config()  # validates the optimizer's settings, as ZOOptimizer does
+        except ConfigError as exc:
+            problems.append(str(exc))
+        except (UnknownNameError, TypeError, AttributeError):
+            if not problems:  # else a wrongly typed name, already reported above
+                raise
         if problems:
             raise ConfigError("; ".join(problems))
-        self.zo_config()  # validates the optimizer's settings, as ZOOptimizer does
         self.lr_schedule()  # validates the schedule settings
         self.peft_settings()  # validates the adapter settings
         if self.task == CUSTOM:

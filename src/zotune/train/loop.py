@@ -42,7 +42,7 @@ from zotune.train.checkpoint import (
     save_checkpoint,
 )
 from zotune.train.config import TrainConfig
-from zotune.train.logging import FanOut, JsonlLogger, NullLogger, read_jsonl, tracker_loggers
+from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.schedule import budget_progress
 from zotune.train.seedlog import SeedLogWriter, read_seed_log
@@ -195,228 +195,290 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
 
 def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
-    out = Path(config.output_dir)
-    writes = ranks.is_main
-    found = find_checkpoint(out / "checkpoint")
-    resume = config.resume and found is not None
-    previous = existing_outputs(out, RUN_FILES) if writes and not resume else []
-    if config.resume and found is None:
-        warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
-                      stacklevel=3)
-    if previous and not config.overwrite and config.resume:
-        raise ConfigError(f"{out} holds a run's files ({', '.join(previous)}) but no checkpoint to resume from (it "
-                          "was stopped before its first): start it over with --overwrite")
-    if previous and not config.overwrite:
-        raise ConfigError(f"{out} already holds a run ({', '.join(previous)}): continue it with --resume, replace "
-                          "it with --overwrite, or choose another --output-dir")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    task = config.build_task()
-    model, tokenizer = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
-    max_length = fit_to_context(model, config.max_length)
-    peft = config.peft_settings()
-    if peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
-        model = apply_peft(model, peft, seed=config.seed)
-    data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
-                       num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
-    train_ex, dev_ex, eval_ex = (encode(task, rows, tokenizer, max_length=max_length)
-                                 for rows in (data.train, data.dev, data.eval))
-    if config.batch_size > len(train_ex):
-        raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(train_ex)} training examples)")
-    pad_id = tokenizer.pad_token_id
-    by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
-    optimizer = ZOOptimizer(model, config=config.zo_config(
-        n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
-        direction_parallel=by_directions))
-    # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
-    base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
-    fingerprint = run_fingerprint(config, base_name, data)
-
-    def save_best() -> None:
-        if writes:
-            replace_folder(out / "best", lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
-
-    objective = objective_fn(config.objective, task, tokenizer, pad_id)
-    schedule = config.lr_schedule()
-
-    def batch_closure(indices: list[int]):
-        batch = [train_ex[i] for i in ranks.shard(indices)]  # data parallelism: this rank's part
-        return mean_over_ranks(lambda: objective(model, batch), ranks)
-
-    def score(examples, name: str) -> dict[str, float]:
-        if not examples or not writes:  # replicas are identical: the first process evaluates for all
-            return {}
-        return evaluate(model, examples, pad_id, batch_size=config.eval_batch_size,
-                        desc=f"eval {name}" if progress else None, tokenizer=tokenizer)
-
-    result = TrainResult(output_dir=str(out))
-    loop_state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
-                                  "train_seconds": 0.0, "fingerprint": fingerprint}
-    seed_log_path = out / "seeds.jsonl"
-    run_id = fingerprint_sha256(fingerprint)
-    if resume:
-        loop_state = load_checkpoint(out / "checkpoint", model, optimizer)
-        _check_fingerprint(out / "checkpoint", loop_state.get("fingerprint"), fingerprint)
-        # Kept as saved (settings added since count as their defaults), so the seed log's header still matches it.
-        loop_state["fingerprint"] = loop_state.get("fingerprint") or fingerprint
-        run_id = fingerprint_sha256(loop_state["fingerprint"])
-        result.zero_shot = loop_state.get("zero_shot", {})
-    seed_log = None
-    if writes and resume:
-        # Every check before the first change to a file: a resume that is refused leaves the folder as it was.
-        logged = read_seed_log(seed_log_path) if seed_log_path.exists() else None
-        if logged is not None and logged.header.get("fingerprint", run_id) != run_id:
-            raise StateError(f"{seed_log_path} belongs to another run than the checkpoint in {out / 'checkpoint'} "
-                             "(their fingerprints differ); start over with --overwrite")
-        if logged is not None and len(logged.steps) < loop_state["step"]:
-            raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
-                             f"{loop_state['step']}: it does not belong to this checkpoint")
-        truncate_log(out / "metrics.jsonl", loop_state["step"])  # reads it whole (or fails) before it writes
-        if logged is not None:
-            seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
-                                     resume_at=loop_state["step"])
-        else:
-            warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
-                          stacklevel=2)
-    elif writes:
-        remove_outputs(out, previous)  # --overwrite: only now that the model, data and settings have loaded
-        extra: dict[str, Any] = {"fingerprint": run_id}
-        if peft is not None:
-            extra.update(peft=peft.to_dict(), peft_seed=config.seed)
-        seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=base_name, dtype=config.dtype,
-                                 extra=extra)
-    logger = JsonlLogger(out / "metrics.jsonl", append=resume) if writes else NullLogger()
-    trackers = config.reporters() if writes else []
-    if trackers:
-        logger = FanOut([logger, *tracker_loggers(trackers, out, config.to_dict(),
-                                                  name=f"{config.method}-{config.task}-seed{config.seed}")])
-
-    def checkpoint(done: int) -> None:
-        loop_state["step"] = done
-        if not writes:
-            return
-        if seed_log:
-            seed_log.sync()  # the log must hold every step the checkpoint contains
-        save_checkpoint(out / "checkpoint", model, optimizer, loop_state)
-
-    def stop_requested() -> bool:
-        if ranks.mode is None:
-            return stop.signum is not None
-        # Every rank must stop after the same step, or the others would wait for it forever.
-        return bool(sum_over_ranks(torch.tensor([float(stop.signum is not None)], dtype=torch.float64)).item())
+    run = _Run(config, ranks, progress=progress)  # checks the folder, loads model and data, opens the logs
     with StopRequests() as stop:
         try:
-            if not resume:
-                result.zero_shot = {"dev_" + k: v for k, v in score(dev_ex, "dev zero-shot").items()}
-                result.zero_shot.update({"eval_" + k: v for k, v in score(eval_ex, "held-out zero-shot").items()})
-                logger.log({"kind": "zero_shot", "step": 0, **result.zero_shot})
-                loop_state["zero_shot"] = result.zero_shot
-                loop_state["best_dev"] = result.zero_shot.get("dev_score", -1.0)
-                loop_state["best_dev_loss"] = result.zero_shot.get("dev_loss", float("inf"))
-                if config.save_best and dev_ex:
-                    save_best()
-            start = loop_state["step"]
+            if not run.resumed:
+                run.score_zero_shot()
+            start = run.state["step"]
             bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
                        desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
-            clock = time.perf_counter()
+            run.start_clock()
             for step in bar:
-                for group in optimizer.param_groups:
-                    group["lr"] = schedule(step, budget_progress(step, config.steps, optimizer.forward_passes,
-                                                                 config.max_forward_passes))
-                closure = batch_closure(batch_indices(step, len(train_ex), config.batch_size, config.seed))
-                loss = optimizer.step(closure, fresh_closure=lambda j, step=step: batch_closure(
-                    fresh_batch_indices(step, j, len(train_ex), config.batch_size, config.seed)))
-                if optimizer.consecutive_skips >= config.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
-                        f"The last good checkpoint is in {out / 'checkpoint'} (try a smaller --lr or --eps)")
-                if seed_log:
-                    seed_log.append(optimizer.last_record)
-                phases = loop_state.setdefault("step_seconds", {})
-                for phase, seconds in optimizer.last_step_seconds.items():
-                    phases[phase] = phases.get(phase, 0.0) + seconds
+                loss = run.step(step)
                 done = step + 1
-                for event in optimizer.method.report():  # e.g. DiZO's projection rounds
-                    logger.log({"kind": "method", "step": done, **event})
-                if done % config.log_steps == 0:
-                    logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                                "projected_grad": optimizer.last_probes[0].projected_grad,
-                                "forward_passes": optimizer.forward_passes,
-                                "seconds": loop_state["train_seconds"] + time.perf_counter() - clock,
-                                **{f"seconds_{k}": v for k, v in optimizer.last_step_seconds.items()},
-                                **optimizer.sampler.metrics(), **optimizer.method.metrics()})
                 if math.isfinite(loss):
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                stopping = stop_requested()
-                # A budget in forward passes or seconds ends the run like its last step would.
-                exhausted = bool(
-                    (config.max_forward_passes and optimizer.forward_passes >= config.max_forward_passes)
-                    or (config.max_seconds
-                        and loop_state["train_seconds"] + time.perf_counter() - clock >= config.max_seconds))
+                stopping = run.stop_requested(stop)
+                exhausted = run.budget_exhausted()  # a pass or time budget ends the run like its last step would
                 if done % config.eval_steps == 0 or done == config.steps or exhausted:
-                    loop_state["train_seconds"] += time.perf_counter() - clock  # training time excludes evals
-                    dev = score(dev_ex, "dev")
-                    if dev:
-                        logger.log({"kind": "dev", "step": done, **dev})
-                    for record in optimizer.sampler.report():  # e.g. AdaLeZO's layer draws over the interval
-                        logger.log({"kind": "sampler", "step": done, **record})
-                    # Best by the dev metric; ties (common on small dev sets) go to the lower dev loss.
-                    if dev and (dev["score"], -dev["loss"]) > (loop_state["best_dev"], -loop_state["best_dev_loss"]):
-                        loop_state.update(best_dev=dev["score"], best_dev_loss=dev["loss"], best_step=done)
-                        if config.save_best:
-                            save_best()
-                    checkpoint(done)
-                    clock = time.perf_counter()
+                    run.end_interval(done)  # dev score, best weights, checkpoint
                 elif stopping:
-                    loop_state["train_seconds"] += time.perf_counter() - clock
-                    checkpoint(done)
-                if exhausted and not stopping:
-                    break
+                    run.checkpoint(done)
                 if stopping:  # SIGINT/SIGTERM: the checkpoint above holds this step
                     bar.close()
                     signum = stop.signum or signal.SIGTERM  # another rank got it
                     raise Interrupted(f"{signal.Signals(signum).name} at step {done}: checkpoint saved in "
-                                      f"{out / 'checkpoint'}; continue with --resume", signum)
+                                      f"{run.out / 'checkpoint'}; continue with --resume", signum)
+                if exhausted:
+                    break
             bar.close()
-            if seed_log:
-                seed_log.finish(loop_state["step"])
-            result.steps = loop_state["step"]
-            result.forward_passes = optimizer.forward_passes
-            result.train_seconds = loop_state["train_seconds"]
-            result.step_seconds = loop_state.get("step_seconds", {})
-            if not dev_ex:  # nothing to select with: the final weights are the ones scored and saved
-                loop_state.update(best_dev=float("nan"), best_step=result.steps)
-                if config.save_best:
-                    save_best()
-            result.best_dev_accuracy = loop_state["best_dev"]
-            result.best_step = loop_state["best_step"]
-            # Report the best-dev weights on the held-out set (MeZO's protocol).
-            if config.save_best and writes and dev_ex:
-                load_best(model, out / "best")
-            chosen = "best-dev" if config.save_best and dev_ex else "final"
-            result.final = {"eval_" + k: v for k, v in score(eval_ex, f"held-out {chosen}").items()}
-            logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
-            if writes and config.save_best and (out / "best").is_dir():
-                atomic_write_text(out / "best" / "README.md", model_card(config, result, task.metric))
+            result = run.score_final()
         finally:
-            logger.close()
-            if seed_log:
-                seed_log.close()
-    if not writes:
-        close_parallel(ranks)  # the first process is still evaluating and writing: wait for it
+            run.close_logs()
+    return run.write_summary(result)
+
+
+class _Run:
+    """One training run's objects (model, data, optimizer, logs, loop state) and the work the loop asks of them.
+
+    Only the first process of a distributed run (``writes``) evaluates and writes files; replicas are identical.
+    """
+
+    def __init__(self, config: TrainConfig, ranks, *, progress: bool) -> None:
+        self.config, self.ranks, self.progress = config, ranks, progress
+        self.out = out = Path(config.output_dir)
+        self.writes = ranks.is_main
+        self.resumed = config.resume and find_checkpoint(out / "checkpoint") is not None
+        previous = existing_outputs(out, RUN_FILES) if self.writes and not self.resumed else []
+        if config.resume and not self.resumed:
+            warnings.warn(f"No checkpoint in {out / 'checkpoint'}: starting from the beginning", ZotuneWarning,
+                          stacklevel=4)
+        if previous and not config.overwrite and config.resume:
+            raise ConfigError(f"{out} holds a run's files ({', '.join(previous)}) but no checkpoint to resume from "
+                              "(it was stopped before its first): start it over with --overwrite")
+        if previous and not config.overwrite:
+            raise ConfigError(f"{out} already holds a run ({', '.join(previous)}): continue it with --resume, "
+                              "replace it with --overwrite, or choose another --output-dir")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self._load(config, ranks)
+        self._open_logs(previous)
+
+    def _load(self, config: TrainConfig, ranks) -> None:
+        self.task = task = config.build_task()
+        model, self.tokenizer = load_model(config.model, dtype=config.dtype,
+                                           trust_remote_code=config.trust_remote_code)
+        max_length = fit_to_context(model, config.max_length)
+        self.peft = config.peft_settings()
+        if self.peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
+            model = apply_peft(model, self.peft, seed=config.seed)
+        self.model = model
+        data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
+                           num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
+        self.train_ex, self.dev_ex, self.eval_ex = (encode(task, rows, self.tokenizer, max_length=max_length)
+                                                    for rows in (data.train, data.dev, data.eval))
+        if config.batch_size > len(self.train_ex):
+            raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(self.train_ex)} "
+                              "training examples)")
+        by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
+        self.optimizer = ZOOptimizer(model, config=config.zo_config(
+            n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
+            direction_parallel=by_directions))
+        # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
+        self.base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
+        self.fingerprint = run_fingerprint(config, self.base_name, data)
+        self.objective = objective_fn(config.objective, task, self.tokenizer, self.tokenizer.pad_token_id)
+        self.schedule = config.lr_schedule()
+
+    def _open_logs(self, previous: list[str]) -> None:
+        """Restore the checkpoint (resume) or clear the folder (overwrite), then open the seed log and metrics."""
+        config, out, model, optimizer = self.config, self.out, self.model, self.optimizer
+        self.result = TrainResult(output_dir=str(out))
+        self.state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
+                                      "train_seconds": 0.0, "fingerprint": self.fingerprint}
+        self.seed_log_path = seed_log_path = out / "seeds.jsonl"
+        run_id = fingerprint_sha256(self.fingerprint)
+        if self.resumed:
+            self.state = load_checkpoint(out / "checkpoint", model, optimizer)
+            _check_fingerprint(out / "checkpoint", self.state.get("fingerprint"), self.fingerprint)
+            # Kept as saved (settings added since count as their defaults), so the seed log's header matches it.
+            self.state["fingerprint"] = self.state.get("fingerprint") or self.fingerprint
+            run_id = fingerprint_sha256(self.state["fingerprint"])
+            self.result.zero_shot = self.state.get("zero_shot", {})
+        self.seed_log = None
+        if self.writes and self.resumed:
+            # Every check before the first change to a file: a resume that is refused leaves the folder as it was.
+            logged = read_seed_log(seed_log_path) if seed_log_path.exists() else None
+            if logged is not None and logged.header.get("fingerprint", run_id) != run_id:
+                raise StateError(f"{seed_log_path} belongs to another run than the checkpoint in "
+                                 f"{out / 'checkpoint'} (their fingerprints differ); start over with --overwrite")
+            if logged is not None and len(logged.steps) < self.state["step"]:
+                raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
+                                 f"{self.state['step']}: it does not belong to this checkpoint")
+            truncate_log(out / "metrics.jsonl", self.state["step"])  # reads it whole (or fails) before it writes
+            if logged is not None:
+                self.seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=self.base_name,
+                                              dtype=config.dtype, resume_at=self.state["step"])
+            else:
+                warnings.warn(f"No seed log in {out}: the resumed steps are not logged for replay", ZotuneWarning,
+                              stacklevel=4)
+        elif self.writes:
+            remove_outputs(out, previous)  # --overwrite: only now that the model, data and settings have loaded
+            extra: dict[str, Any] = {"fingerprint": run_id}
+            if self.peft is not None:
+                extra.update(peft=self.peft.to_dict(), peft_seed=config.seed)
+            self.seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=self.base_name,
+                                          dtype=config.dtype, extra=extra)
+        logger: MetricLogger = JsonlLogger(out / "metrics.jsonl", append=self.resumed) if self.writes else NullLogger()
+        trackers = config.reporters() if self.writes else []
+        if trackers:
+            logger = FanOut([logger, *tracker_loggers(trackers, out, config.to_dict(),
+                                                      name=f"{config.method}-{config.task}-seed{config.seed}")])
+        self.logger = logger
+
+    # --- what the loop does ----------------------------------------------------------------------------------
+
+    def batch_closure(self, indices: list[int]):
+        batch = [self.train_ex[i] for i in self.ranks.shard(indices)]  # data parallelism: this rank's part
+        return mean_over_ranks(lambda: self.objective(self.model, batch), self.ranks)
+
+    def step(self, step: int) -> float:
+        """One optimizer step at the schedule's rate, logged; returns its loss."""
+        config, optimizer = self.config, self.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = self.schedule(step, budget_progress(step, config.steps, optimizer.forward_passes,
+                                                              config.max_forward_passes))
+        closure = self.batch_closure(batch_indices(step, len(self.train_ex), config.batch_size, config.seed))
+        loss = optimizer.step(closure, fresh_closure=lambda j: self.batch_closure(
+            fresh_batch_indices(step, j, len(self.train_ex), config.batch_size, config.seed)))
+        if optimizer.consecutive_skips >= config.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
+                f"The last good checkpoint is in {self.out / 'checkpoint'} (try a smaller --lr or --eps)")
+        if self.seed_log:
+            self.seed_log.append(optimizer.last_record)
+        phases = self.state.setdefault("step_seconds", {})
+        for phase, seconds in optimizer.last_step_seconds.items():
+            phases[phase] = phases.get(phase, 0.0) + seconds
+        done = step + 1
+        for event in optimizer.method.report():  # e.g. DiZO's projection rounds
+            self.logger.log({"kind": "method", "step": done, **event})
+        if done % config.log_steps == 0:
+            self.logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                             "projected_grad": optimizer.last_probes[0].projected_grad,
+                             "forward_passes": optimizer.forward_passes, "seconds": self.train_seconds(),
+                             **{f"seconds_{k}": v for k, v in optimizer.last_step_seconds.items()},
+                             **optimizer.sampler.metrics(), **optimizer.method.metrics()})
+        return loss
+
+    _clock: float | None = None  # when training time last started counting (None: stopped)
+
+    def start_clock(self) -> None:
+        self._clock = time.perf_counter()
+
+    def train_seconds(self) -> float:
+        """Training time so far: the seconds counted in the loop state plus those since the clock started."""
+        running = 0.0 if self._clock is None else time.perf_counter() - self._clock
+        return self.state["train_seconds"] + running
+
+    def _stop_clock(self) -> None:
+        """Training time excludes evaluations and saves: count the seconds so far, and stop counting."""
+        self.state["train_seconds"] = self.train_seconds()
+        self._clock = None
+
+    def budget_exhausted(self) -> bool:
+        config = self.config
+        return bool((config.max_forward_passes and self.optimizer.forward_passes >= config.max_forward_passes)
+                    or (config.max_seconds and self.train_seconds() >= config.max_seconds))
+
+    def stop_requested(self, stop: StopRequests) -> bool:
+        if self.ranks.mode is None:
+            return stop.signum is not None
+        # Every rank must stop after the same step, or the others would wait for it forever.
+        return bool(sum_over_ranks(torch.tensor([float(stop.signum is not None)], dtype=torch.float64)).item())
+
+    def score(self, examples, name: str) -> dict[str, float]:
+        if not examples or not self.writes:  # replicas are identical: the first process evaluates for all
+            return {}
+        return evaluate(self.model, examples, self.tokenizer.pad_token_id, batch_size=self.config.eval_batch_size,
+                        desc=f"eval {name}" if self.progress else None, tokenizer=self.tokenizer)
+
+    def save_best(self) -> None:
+        if self.writes:
+            replace_folder(self.out / "best", lambda tmp: (self.model.save_pretrained(tmp),
+                                                           self.tokenizer.save_pretrained(tmp)))
+
+    def checkpoint(self, done: int) -> None:
+        """Save the run as of step ``done`` (its seed log first: it must hold every step the checkpoint does)."""
+        self._stop_clock()
+        self.state["step"] = done
+        if self.writes:
+            if self.seed_log:
+                self.seed_log.sync()
+            save_checkpoint(self.out / "checkpoint", self.model, self.optimizer, self.state)
+        self.start_clock()
+
+    def score_zero_shot(self) -> None:
+        zero_shot = {"dev_" + k: v for k, v in self.score(self.dev_ex, "dev zero-shot").items()}
+        zero_shot.update({"eval_" + k: v for k, v in self.score(self.eval_ex, "held-out zero-shot").items()})
+        self.logger.log({"kind": "zero_shot", "step": 0, **zero_shot})
+        self.result.zero_shot = self.state["zero_shot"] = zero_shot
+        self.state["best_dev"] = zero_shot.get("dev_score", -1.0)
+        self.state["best_dev_loss"] = zero_shot.get("dev_loss", float("inf"))
+        if self.config.save_best and self.dev_ex:
+            self.save_best()
+
+    def end_interval(self, done: int) -> None:
+        """Score dev, keep the best weights (ties, common on small dev sets, go to the lower dev loss), report
+        the sampler's interval, and checkpoint."""
+        self._stop_clock()
+        dev = self.score(self.dev_ex, "dev")
+        if dev:
+            self.logger.log({"kind": "dev", "step": done, **dev})
+        for record in self.optimizer.sampler.report():  # e.g. AdaLeZO's layer draws over the interval
+            self.logger.log({"kind": "sampler", "step": done, **record})
+        if dev and (dev["score"], -dev["loss"]) > (self.state["best_dev"], -self.state["best_dev_loss"]):
+            self.state.update(best_dev=dev["score"], best_dev_loss=dev["loss"], best_step=done)
+            if self.config.save_best:
+                self.save_best()
+        self.checkpoint(done)
+
+    def score_final(self) -> TrainResult:
+        """The held-out score of the best-dev weights (MeZO's protocol), or of the final ones with no dev set."""
+        config, result, state = self.config, self.result, self.state
+        if self.seed_log:
+            self.seed_log.finish(state["step"])
+        result.steps, result.forward_passes = state["step"], self.optimizer.forward_passes
+        result.train_seconds, result.step_seconds = state["train_seconds"], state.get("step_seconds", {})
+        if not self.dev_ex:  # nothing to select with: the final weights are the ones scored and saved
+            state.update(best_dev=float("nan"), best_step=result.steps)
+            if config.save_best:
+                self.save_best()
+        result.best_dev_accuracy, result.best_step = state["best_dev"], state["best_step"]
+        if config.save_best and self.writes and self.dev_ex:
+            load_best(self.model, self.out / "best")
+        chosen = "best-dev" if config.save_best and self.dev_ex else "final"
+        result.final = {"eval_" + k: v for k, v in self.score(self.eval_ex, f"held-out {chosen}").items()}
+        self.logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
+        if self.writes and config.save_best and (self.out / "best").is_dir():
+            atomic_write_text(self.out / "best" / "README.md", model_card(config, result, self.task.metric))
         return result
-    records = read_jsonl(out / "metrics.jsonl")
-    atomic_write(out / "loss.png", lambda tmp: plot_training(
-        records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
-    result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
-                    "checkpoint": str(out / "checkpoint"), "best": str(out / "best"), "seed_log": str(seed_log_path)}
-    if any(r.get("kind") == "sampler" and "draws" in r for r in records):
-        atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
-            records, tmp, title=f"{optimizer.sampler.config.name} layer draws"))
-        result.files["layers"] = str(out / "layers.png")
-    summary = {"config": config.to_dict(), **result.__dict__}
-    if not math.isfinite(summary["best_dev_accuracy"]):
-        summary["best_dev_accuracy"] = None  # no dev set: JSON has no NaN, and no number is the honest value
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    close_parallel(ranks)
-    return result
+
+    def close_logs(self) -> None:
+        self.logger.close()
+        if self.seed_log:
+            self.seed_log.close()
+
+    def write_summary(self, result: TrainResult) -> TrainResult:
+        """Plots and summary.json (first process only), then the distributed group is closed."""
+        config, out = self.config, self.out
+        if not self.writes:
+            close_parallel(self.ranks)  # the first process is still evaluating and writing: wait for it
+            return result
+        records = read_jsonl(out / "metrics.jsonl")
+        atomic_write(out / "loss.png", lambda tmp: plot_training(
+            records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
+        result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
+                        "checkpoint": str(out / "checkpoint"), "best": str(out / "best"),
+                        "seed_log": str(self.seed_log_path)}
+        if any(r.get("kind") == "sampler" and "draws" in r for r in records):
+            atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
+                records, tmp, title=f"{self.optimizer.sampler.config.name} layer draws"))
+            result.files["layers"] = str(out / "layers.png")
+        summary = {"config": config.to_dict(), **result.__dict__}
+        if not math.isfinite(summary["best_dev_accuracy"]):
+            summary["best_dev_accuracy"] = None  # no dev set: JSON has no NaN, and no number is the honest value
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        close_parallel(self.ranks)
+        return result
