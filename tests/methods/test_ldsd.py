@@ -129,35 +129,6 @@ def test_best_of_k_ablation_keeps_mu_at_zero():
     assert all(not m.any() for m in opt.method.mu.values())
 
 
-@pytest.mark.parametrize("update,lr", [("sgd", 0.01), ("momentum", 0.002), ("sign", 0.01), ("cons", 0.01),
-                                       ("adam", 0.02)])
-def test_composes_with_every_update_rule(update, lr):
-    named, loss = _problem()
-    start = loss().item()
-    opt = ZOOptimizer(named, "ldsd", update=update, lr=lr, seed=0, method_options={"candidates": 3})
-    for _ in range(150):
-        opt.step(loss)
-    assert loss().item() < 0.5 * start
-
-
-def test_same_seed_same_run_and_state_round_trip():
-    def run(split):
-        named, loss = _problem()
-        opt = ZOOptimizer(named, "ldsd", lr=0.01, seed=9, method_options={"lr_mu": 0.01})
-        for _ in range(3):
-            opt.step(loss)
-        if split:
-            state = opt.state_dict()
-            opt = ZOOptimizer(named, "ldsd", lr=0.01, seed=9, method_options={"lr_mu": 0.01})
-            opt.load_state_dict(state)
-        for _ in range(3):
-            opt.step(loss)
-        return _weights(named), torch.cat([m.flatten() for m in opt.method.mu.values()])
-
-    (w1, mu1), (w2, mu2) = run(False), run(True)
-    assert torch.equal(w1, w2) and torch.equal(mu1, mu2) and mu1.abs().sum() > 0
-
-
 def test_mu_of_another_model_is_refused():
     named, loss = _problem()
     opt = ZOOptimizer(named, "ldsd")
