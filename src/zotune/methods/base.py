@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import torch
 
 from zotune.errors import ConfigError
-from zotune.perturb import Block, PerturbationEngine, StepPlan, gaussian_direction
-from zotune.plugins import PluginConfig, PluginRegistry, PluginSpec
+from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginSpec
+from zotune.perturb import Block, StepPlan, gaussian_direction
 
 __all__ = [
     "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
@@ -95,20 +95,14 @@ class Probe:
         return sum(self.losses) / len(self.losses)
 
 
-class Method:
+class Method(Plugin):
     """Hook object; every default is the MeZO behaviour, so ``MeZO`` overrides nothing.
 
     Args:
         config: the method's config.
     """
 
-    def __init__(self, config: MethodConfig) -> None:
-        self.config = config
-        self.engine: PerturbationEngine | None = None
-
-    def setup(self, engine: PerturbationEngine) -> None:
-        """Called once by the optimizer, with the engine whose blocks the method will plan over."""
-        self.engine = engine
+    config: MethodConfig
 
     def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
         """The step's plan, given the one the sampler drew (MeZO keeps it as it is)."""
@@ -133,21 +127,6 @@ class Method:
         self, step: int, loss_fn: LossFn, generator: torch.Generator, fresh_loss: FreshLossFn
     ) -> None:
         """Called after the update of step ``step``; ``generator`` is seeded from the step seed."""
-        return None
-
-    def metrics(self) -> dict[str, float]:
-        """Per-step scalars the training loop may log for this method (empty for MeZO)."""
-        return {}
-
-    def report(self) -> list[dict[str, Any]]:
-        """Records since the last call (e.g. DiZO's projection rounds), each logged as one record; then reset.
-        The training loop calls it after every step (samplers' ``report`` has the same meaning)."""
-        return []
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import torch
 
 from zotune.errors import ConfigError
-from zotune.perturb import PerturbationEngine, StepPlan
-from zotune.plugins import PluginConfig, PluginRegistry, PluginSpec
+from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginSpec
+from zotune.perturb import StepPlan
 
 __all__ = [
     "SamplerConfig",
@@ -38,20 +38,14 @@ class SamplerConfig(PluginConfig):
     kind: ClassVar[str] = "sampler"
 
 
-class Sampler:
+class Sampler(Plugin):
     """Hook object; the defaults are MeZO's (every block, scale 1, weight 1, nothing learned).
 
     Args:
         config: the sampler's config.
     """
 
-    def __init__(self, config: SamplerConfig) -> None:
-        self.config = config
-        self.engine: PerturbationEngine | None = None
-
-    def setup(self, engine: PerturbationEngine) -> None:
-        """Called once by the optimizer, with the engine whose blocks the sampler will plan over."""
-        self.engine = engine
+    config: SamplerConfig
 
     def plan(self, step: int, generator: torch.Generator) -> StepPlan:
         """The blocks of step ``step``, drawn with ``generator`` (seeded from the step seed)."""
@@ -64,21 +58,6 @@ class Sampler:
 
     def observe(self, probes: list, plan: StepPlan) -> None:
         """Called after the update with the step's probes."""
-        return None
-
-    def metrics(self) -> dict[str, float]:
-        """Per-step scalars for the training log."""
-        return {}
-
-    def report(self) -> list[dict[str, Any]]:
-        """Records since the last call, each logged as one record; then reset (as ``Method.report``). The
-        training loop calls it once per evaluation interval (AdaLeZO: the layer draws of the interval)."""
-        return []
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
 

@@ -7,7 +7,6 @@ command line and the YAML validate optimizer settings exactly as Python does), a
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ from zotune.errors import ConfigError
 from zotune.methods import MethodConfig, SamplerConfig
 from zotune.optim.updates import UpdateRule, build_update_rule
 from zotune.perturb import NOISES
-from zotune.values import is_finite, is_int
+from zotune.values import is_finite, is_int, reject_unknown_keys
 
 __all__ = ["ZOConfig", "PERTURBATIONS"]
 
@@ -103,8 +102,5 @@ class ZOConfig:
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> ZOConfig:
         """From a mapping (keywords of ``ZOOptimizer``, a seed-log header), naming every unknown key at once."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(f"Unknown ZOOptimizer setting(s) {unknown}; allowed: {', '.join(sorted(known))}")
+        reject_unknown_keys(settings, cls, "ZOOptimizer setting(s)")
         return cls(**settings)

@@ -13,7 +13,7 @@ from zotune.optim import ZOConfig, build_update_rule
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.schedule import LRSchedule
-from zotune.values import is_finite, is_int
+from zotune.values import is_finite, is_int, reject_unknown_keys
 
 __all__ = ["TrainConfig", "load_yaml_config"]
 
@@ -220,10 +220,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping, rejecting unknown keys (all of them named at once)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"Unknown config key(s) {unknown}; allowed: {', '.join(sorted(known))}")
+        reject_unknown_keys(values, cls, "config key(s)")
         return cls(**values)
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from zotune.errors import ConfigError
+from zotune.perturb import PerturbationEngine
 from zotune.registry import Registry
 
-__all__ = ["PluginConfig", "PluginSpec", "PluginRegistry"]
+__all__ = ["PluginConfig", "Plugin", "PluginSpec", "PluginRegistry"]
 
 
 @dataclass
@@ -29,6 +30,40 @@ class PluginConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {self.kind: self.name, **dataclasses.asdict(self)}
+
+
+class Plugin:
+    """Base of the hook objects built from a config (``Method``, ``Sampler``): the hooks every plug-in has,
+    with defaults that do nothing.
+
+    Args:
+        config: the plug-in's config.
+    """
+
+    def __init__(self, config: PluginConfig) -> None:
+        self.config = config
+        self.engine: PerturbationEngine | None = None
+
+    def setup(self, engine: PerturbationEngine) -> None:
+        """Called once by the optimizer, with the engine whose blocks the plug-in will work over."""
+        self.engine = engine
+
+    def metrics(self) -> dict[str, float]:
+        """Per-step scalars the training loop logs with each step (empty: nothing to log)."""
+        return {}
+
+    def report(self) -> list[dict[str, Any]]:
+        """Records since the last call (DiZO's projection rounds, AdaLeZO's layer draws), each logged as one
+        record; then reset. The training loop asks methods after every step, samplers once per evaluation
+        interval."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the plug-in has learned, for checkpoints (tensors and plain values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
 
 
 @dataclass(frozen=True)
