@@ -68,7 +68,7 @@ def test_without_a_dev_set_the_final_weights_are_saved_scored_and_named(run, tin
     printed = capsys.readouterr().out
     assert "final weights, step 3: no dev set to select with" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_step"] == 3 and summary["best_dev_accuracy"] is None
+    assert summary["best_step"] == 3 and summary["best_dev_score"] is None
     best = load_file(str(out / "best" / "model.safetensors"))
     trained = load_file(str(out / "checkpoint" / "weights.safetensors"))
     assert all(torch.equal(best[name], tensor) for name, tensor in trained.items())

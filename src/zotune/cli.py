@@ -250,7 +250,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not config.num_dev:
             chosen = f"final weights, step {result.steps}: no dev set to select with"
         elif config.save_best:
-            chosen = f"best dev {result.best_dev_accuracy:.4f} at step {result.best_step}" + (
+            chosen = f"best dev {result.best_dev_score:.4f} at step {result.best_step}" + (
                 ", the zero-shot weights" if result.best_step == 0 else "")
         else:
             chosen = f"final weights, step {result.steps}"

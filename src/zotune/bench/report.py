@@ -50,7 +50,9 @@ class RunResult:
         tail = losses[-max(1, math.ceil(FINAL_LOSS_FRACTION * len(losses))):]
         row.update(zero_shot=summary["zero_shot"].get("eval_score"), score=summary["final"].get("eval_score"),
                    final_train_loss=statistics.fmean(tail) if tail else None,
-                   best_dev=summary["best_dev_accuracy"], best_step=summary["best_step"], steps=steps,
+                   # best_dev_accuracy: its older name in summary.json (it held F1 on QA tasks, so it was renamed)
+                   best_dev=summary.get("best_dev_score", summary.get("best_dev_accuracy")),
+                   best_step=summary["best_step"], steps=steps,
                    forward_passes=summary["forward_passes"], train_seconds=summary["train_seconds"],
                    seconds_per_step=summary["train_seconds"] / steps if steps else None)
         return row

@@ -60,7 +60,7 @@ _FRESH_STREAM = 0xF4E5  # seeds the fresh-batch stream, apart from the training 
 class TrainResult:
     zero_shot: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
-    best_dev_accuracy: float = float("nan")
+    best_dev_score: float = float("nan")
     best_step: int = 0
     steps: int = 0
     forward_passes: int = 0
@@ -445,7 +445,7 @@ class _Run:
             state.update(best_dev=float("nan"), best_step=result.steps)
             if config.save_best:
                 self.save_best()
-        result.best_dev_accuracy, result.best_step = state["best_dev"], state["best_step"]
+        result.best_dev_score, result.best_step = state["best_dev"], state["best_step"]
         if config.save_best and self.writes and self.dev_ex:
             load_best(self.model, self.out / "best")
         chosen = "best-dev" if config.save_best and self.dev_ex else "final"
@@ -477,8 +477,8 @@ class _Run:
                 records, tmp, title=f"{self.optimizer.sampler.config.name} layer draws"))
             result.files["layers"] = str(out / "layers.png")
         summary = {"config": config.to_dict(), **result.__dict__}
-        if not math.isfinite(summary["best_dev_accuracy"]):
-            summary["best_dev_accuracy"] = None  # no dev set: JSON has no NaN, and no number is the honest value
+        if not math.isfinite(summary["best_dev_score"]):
+            summary["best_dev_score"] = None  # no dev set: JSON has no NaN, and no number is the honest value
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
         close_parallel(self.ranks)
         return result
