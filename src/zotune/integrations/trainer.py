@@ -165,10 +165,9 @@ class ZOTrainer(Trainer):
         processes (one all-reduce of a float), so every replica computes the same projected gradient and applies
         the same update, as ``zotune train --parallel data`` does. Without it, each replica would step with its
         own shard's gradient and the copies would drift apart."""
-        import torch.distributed as dist
+        from zotune.optim.distributed import group_context, mean_over_ranks
 
-        from zotune.optim.distributed import ParallelContext, mean_over_ranks
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        group = group_context("data")
+        if group is None or group.world_size == 1:
             return closure
-        return mean_over_ranks(closure, ParallelContext("data", dist.get_rank(), dist.get_world_size()))
+        return mean_over_ranks(closure, group)

@@ -23,7 +23,7 @@ import torch
 
 from zotune.errors import ConfigError
 
-__all__ = ["ParallelContext", "PARALLEL_MODES", "init_parallel", "close_parallel", "mean_over_ranks",
+__all__ = ["ParallelContext", "PARALLEL_MODES", "group_context", "init_parallel", "close_parallel", "mean_over_ranks",
            "sum_over_ranks", "bytes_communicated"]
 
 PARALLEL_MODES = ("data", "directions")
@@ -63,6 +63,15 @@ class ParallelContext:
         return indices[self.rank * per:(self.rank + 1) * per]
 
 
+def group_context(mode: str) -> ParallelContext | None:
+    """This process's place in the initialised process group, for ``mode`` (None: no group, or one process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return ParallelContext(mode, dist.get_rank(), dist.get_world_size())
+
+
 def init_parallel(mode: str | None, *, batch_size: int) -> ParallelContext:
     """Join the process group ``torchrun`` describes in the environment, for ``mode``.
 
@@ -80,7 +89,7 @@ def init_parallel(mode: str | None, *, batch_size: int) -> ParallelContext:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    context = ParallelContext(mode, dist.get_rank(), dist.get_world_size())
+    context = group_context(mode)
     if mode == "data" and batch_size % context.world_size:
         raise ConfigError(f"--batch-size {batch_size} does not split evenly over {context.world_size} processes")
     return context

@@ -378,20 +378,20 @@ def _direction_world(enabled: bool, n_directions: int, method: Any) -> tuple[int
     """(rank, world size) when directions are spread over ranks, else None."""
     if not enabled:
         return None
-    import torch.distributed as dist
-
     from zotune.methods import Method
+    from zotune.optim.distributed import group_context
 
-    if not dist.is_initialized():
+    group = group_context("directions")
+    if group is None:
         raise ConfigError("direction_parallel needs an initialised torch.distributed process group")
-    world = dist.get_world_size()
+    world = group.world_size
     if n_directions % world:
         raise ConfigError(f"direction_parallel: n_directions {n_directions} is not a multiple of the world size "
                           f"{world}")
     if type(method).probe is not Method.probe:
         raise ConfigError(f"direction_parallel needs the two-point probe; method {method.config.name!r} probes "
                           "its own way (use data parallelism)")
-    return dist.get_rank(), world
+    return group.rank, world
 
 
 def _options_of(config: Any) -> dict[str, Any]:
