@@ -285,3 +285,10 @@ def test_your_own_data_as_a_saved_datasets_folder(tiny_model_dir, tmp_path, caps
                        "--label-column", "stars", "--label-words", "1=terrible,5=great")
     assert main(args) == 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 4
+
+
+def test_no_save_best_lists_no_best_folder(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--no-save-best")) == 0
+    printed = capsys.readouterr().out
+    assert not (out / "best").exists() and "  best " not in printed and "seed_log" in printed

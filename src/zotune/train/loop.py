@@ -470,8 +470,9 @@ class _Run:
         atomic_write(out / "loss.png", lambda tmp: plot_training(
             records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
         result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
-                        "checkpoint": str(out / "checkpoint"), "best": str(out / "best"),
-                        "seed_log": str(self.seed_log_path)}
+                        "checkpoint": str(out / "checkpoint"), "seed_log": str(self.seed_log_path)}
+        if (out / "best").is_dir():  # not with --no-save-best
+            result.files["best"] = str(out / "best")
         if any(r.get("kind") == "sampler" and "draws" in r for r in records):
             atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
                 records, tmp, title=f"{self.optimizer.sampler.config.name} layer draws"))
