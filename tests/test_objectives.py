@@ -29,6 +29,13 @@ def test_training_on_accuracy_logs_error_rates(run, tiny_model_dir):
     assert json.loads((run / "acc" / "summary.json").read_text())["config"]["objective"] == "accuracy"
 
 
+def test_the_smoothed_accuracy_tells_probes_apart_where_accuracy_ties(run, tiny_model_dir):
+    assert main(train_args(tiny_model_dir, run / "data", run / "prob", "--objective", "probability")) == 0
+    steps = read_seed_log(run / "prob" / "seeds.jsonl").steps
+    assert all(0 < x < 1 for step in steps for x in step.losses)
+    assert all(step.losses[0] != step.losses[1] for step in steps)  # a probability moves with every probe
+
+
 def _qa_model_and_examples():
     from conftest import build_tiny_model, build_tiny_tokenizer
 

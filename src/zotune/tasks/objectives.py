@@ -1,7 +1,8 @@
 """Training objectives: what a ZO step minimises. A step needs a number, not a gradient, so it can be the metric
 itself (MeZO, arXiv 2305.17333, trains on accuracy and on SQuAD F1): ``loss`` (the default, the task's
-cross-entropy or LM loss), ``accuracy`` (1 - accuracy of the candidates' scores), ``f1`` and ``em`` (1 - F1 or
-exact match of greedy decodes, for generation tasks). Any other objective is a closure: ``ZOOptimizer.step``
+cross-entropy or LM loss), ``accuracy`` (1 - accuracy of the candidates' scores), ``probability`` (1 - the
+softmax probability of the correct candidate: accuracy smoothed), ``f1`` and ``em`` (1 - F1 or exact match of
+greedy decodes, for generation tasks). Any other objective is a closure: ``ZOOptimizer.step``
 takes any callable returning a number to minimise (docs/objectives.md).
 """
 
@@ -21,6 +22,7 @@ __all__ = ["OBJECTIVES", "objective_fn", "check_objective"]
 # objective -> the task kinds it applies to
 OBJECTIVES = {"loss": ("classification", "multiple_choice", "generation"),
               "accuracy": ("classification", "multiple_choice"),
+              "probability": ("classification", "multiple_choice"),
               "f1": ("generation",), "em": ("generation",)}
 
 
@@ -45,6 +47,14 @@ def objective_fn(objective: str, task: Task, tokenizer, pad_id: int
             labels = torch.tensor([ex.label for ex in batch])
             return 1.0 - accuracy(candidate_scores(model, batch, pad_id), labels)
         return error_rate
+    if objective == "probability":
+        def missed_probability(model, batch) -> torch.Tensor:
+            # Accuracy smoothed: the chance of a wrong answer when the answer is drawn from the softmax over the
+            # candidates' scores (0/1 accuracy on a batch rarely changes between the two probes).
+            labels = torch.tensor([ex.label for ex in batch])
+            probs = candidate_scores(model, batch, pad_id).float().softmax(-1)
+            return 1.0 - probs.gather(-1, labels.to(probs.device)[:, None]).mean()
+        return missed_probability
     metric = f1_score if objective == "f1" else exact_match
 
     def answer_error(model, batch) -> float:

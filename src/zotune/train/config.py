@@ -42,8 +42,8 @@ class TrainConfig:
     label_words: str | None = field(default=None, metadata={
         "help": "--task custom: the word of each label, 'terrible,great' or '1=terrible,5=great'"})
     objective: str = field(default="loss", metadata={
-        "help": "what a step minimises: loss (default), accuracy (classification, multiple choice), f1 or em "
-                "(generation: greedy decodes)"})
+        "help": "what a step minimises: loss (default), accuracy or probability (its smoothed form: the correct "
+                "candidate's probability; classification, multiple choice), f1 or em (generation: greedy decodes)"})
     method: str = field(default="mezo", metadata={"help": "registered ZO method"})
     update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     sampler: str | None = field(default=None, metadata={
