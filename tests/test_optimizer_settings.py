@@ -51,3 +51,20 @@ def test_a_betas_flag_that_is_not_numbers_is_a_one_line_error(run, tiny_model_di
         main(train_args(tiny_model_dir, run / "data", run / "new", "--update", "adam", "--betas", "0.9,x"))
     assert info.value.code == 2
     expect_one_line_error(capsys, "argument --betas: expected comma-separated numbers, got '0.9,x'")
+
+
+def test_every_zoconfig_setting_has_a_train_setting():
+    """So a setting added to ZOConfig cannot be forgotten on the command line and in the YAML."""
+    import dataclasses
+
+    from zotune.optim import ZOConfig
+    from zotune.train.config import TrainConfig
+
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    # direction_parallel is what `--parallel directions` turns on under torchrun
+    missing = {f.name for f in dataclasses.fields(ZOConfig)} - train - {"direction_parallel"}
+    assert not missing
+    given = TrainConfig(update="adam", betas=[0.8, 0.9], adam_eps=1e-7, perturbation="in_place", lr=3e-4,
+                        fuse_restore=False, directions="rademacher", n_directions=2, seed=5).zo_config()
+    assert (given.betas, given.adam_eps, given.perturbation, given.lr, given.fuse_restore, given.directions,
+            given.n_directions, given.seed) == ((0.8, 0.9), 1e-7, "in_place", 3e-4, False, "rademacher", 2, 5)
