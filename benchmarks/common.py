@@ -26,10 +26,10 @@ from zotune.tasks import (
 from zotune.train.loop import batch_indices, fresh_batch_indices
 
 
-def fixed_batch(model_name: str, batch_size: int):
-    """The model, its tokenizer, and the first ``batch_size`` training snippets of the default task with their
-    labels: the one batch that the step-time and memory benchmarks run over and over."""
-    model, tokenizer = load_model(model_name)
+def fixed_batch(model_name: str, batch_size: int, dtype: str = "float32"):
+    """The model (its weights in ``dtype``), its tokenizer, and the first ``batch_size`` training snippets of the
+    default task with their labels: the one batch that the step-time and memory benchmarks run over and over."""
+    model, tokenizer = load_model(model_name, dtype=dtype)
     task = TASKS.get("rotten_tomatoes")
     batch = encode(task, load_splits(task)["train"][:batch_size], tokenizer)
     return model, tokenizer, batch, torch.tensor([ex.label for ex in batch])

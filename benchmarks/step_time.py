@@ -15,6 +15,7 @@ Ratios are printed against the floor of each step's own forward passes and again
 transformers < 5, its code does not), its ``mezo.update`` step is timed too, as a third-party peer.
 
     python benchmarks/step_time.py --repeats 5
+    python benchmarks/step_time.py --dtype bfloat16     # bf16 weights; the floor is two bf16 forward passes
 """
 
 from __future__ import annotations
@@ -73,8 +74,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--eps", type=float, default=1e-3)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="the weights' dtype; the floor is then two forward passes in it")
     args = parser.parse_args()
-    model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size)
+    model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size, args.dtype)
 
     def closure():
         return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
@@ -85,11 +88,11 @@ def main() -> None:
     seeds = iter(range(10**6))
     reference = median_seconds(lambda: reference_mezo_step(params, closure, next(seeds), args.eps, args.lr),
                                args.repeats)
-    print(f"{args.model}, batch {args.batch_size}, {torch.get_num_threads()} threads, median of {args.repeats} "
-          f"steps (forward pass: {forward:.3f} s)")
+    print(f"{args.model} in {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads, median of "
+          f"{args.repeats} steps (forward pass: {forward:.3f} s)")
     print("| step | s/step | vs its forward passes | vs reference MeZO | forward | perturb | update | other |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| two forward passes | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
+    print(f"| two {args.dtype} forward passes | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
     print(f"| reference MeZO (public code) | {reference:.3f} | {reference / (2 * forward):.2f} | 1.00 | | | | |")
     try:
         import mezo as pypi_mezo
