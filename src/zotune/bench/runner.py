@@ -50,12 +50,12 @@ _NOT_SETTINGS = ("resume", "overwrite")
 def _changed_keys(run: RunSpec) -> list[str]:
     """The settings in which a finished run differs from the grid's; a setting newer than the run's summary
     counts as its default."""
-    from zotune.train.config import TrainConfig
+    from zotune.train.config import with_defaults
 
-    finished, wanted = _finished_config(run) or {}, run.config().to_dict()
-    defaults = TrainConfig().to_dict()
+    wanted = run.config().to_dict()
+    finished = with_defaults(_finished_config(run) or {}, wanted)
     return sorted(k for k in set(wanted) | set(finished) if k not in _NOT_SETTINGS
-                  and finished.get(k, defaults.get(k)) != wanted.get(k, defaults.get(k)))
+                  and finished.get(k) != wanted.get(k))
 
 
 def _run_in_process(run: RunSpec, resume: bool, progress: bool) -> None:

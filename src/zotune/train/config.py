@@ -15,7 +15,7 @@ from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.schedule import LRSchedule
 from zotune.values import is_finite, is_int, reject_unknown_keys
 
-__all__ = ["TrainConfig", "load_yaml_config"]
+__all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 
 
 # Per training mode (None: all weights). Full fine-tuning's lr is tuned for the default model; LoRA and prefix
@@ -222,6 +222,14 @@ class TrainConfig:
         """Build from a mapping, rejecting unknown keys (all of them named at once)."""
         reject_unknown_keys(values, cls, "config key(s)")
         return cls(**values)
+
+
+def with_defaults(settings: dict[str, Any], keys) -> dict[str, Any]:
+    """``settings`` recorded by a run (a checkpoint's fingerprint, a summary), with each of ``keys`` it lacks set
+    to its default: a setting added to zotune after the run counts as its default, which keeps the behaviour of
+    the versions before it, so an upgrade alone changes nothing a resume or a grid compares."""
+    defaults = TrainConfig().to_dict()
+    return {**{key: defaults[key] for key in keys if key not in settings and key in defaults}, **settings}
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -41,7 +40,7 @@ from zotune.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from zotune.train.config import TrainConfig
+from zotune.train.config import TrainConfig, with_defaults
 from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.schedule import budget_progress
@@ -132,12 +131,8 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
         return
     if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
         raise StateError(f"Corrupt checkpoint in {folder}: its run fingerprint is malformed")
-    # A setting added to zotune after the checkpoint was made counts as its default (defaults keep the behaviour
-    # of the versions before it), so an upgrade alone does not block a resume.
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    old = {**{key: defaults[key] for key in current["settings"].keys() - saved["settings"].keys() if key in defaults},
-           **saved["settings"]}
     new = current["settings"]
+    old = with_defaults(saved["settings"], new)  # settings newer than the checkpoint: their defaults
     changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
                if old.get(key) != new.get(key)]
     if saved.get("data_sha256") != current["data_sha256"]:
