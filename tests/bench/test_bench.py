@@ -54,6 +54,11 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     table = files["table"].read_text()
     assert "| method | rotten_tomatoes (accuracy) | sst2 (accuracy) |" in table
     assert "| zero-shot |" in table and "| mezo-rademacher |" in table and " ± " in table
+    # mezo is the time-to-loss yardstick: it reaches its own final loss on every task and seed
+    time_to_loss = table.split("## Time to mezo's final training loss")[1].split("## Cost")[0]
+    mezo_row = next(line for line in time_to_loss.splitlines() if line.startswith("| mezo |"))
+    assert mezo_row.count(" passes, ") == 2 and "(" not in mezo_row, mezo_row
+    assert files["dev_vs_seconds"].is_file()  # dev records carry their cost, so the dev curve is drawn
     # The two direction kinds really ran differently.
     summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
                  for m in ("mezo", "mezo-rademacher")]

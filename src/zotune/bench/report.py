@@ -7,21 +7,18 @@ import io
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zotune.bench.grid import BenchConfig, RunSpec
 from zotune.bench.runner import SUMMARY
+from zotune.bench.time_to_loss import FINAL_LOSS_FRACTION, final_train_loss, first_reach
 from zotune.errors import StateError
 from zotune.files.durable import atomic_write, atomic_write_text
 from zotune.train.logging import read_jsonl
 
 __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
-
-# The final training loss is the mean loss over the last 10% of logged steps: one SPSA step's loss is one batch's,
-# too noisy to rank methods by.
-FINAL_LOSS_FRACTION = 0.1
 
 CSV_FIELDS = ["method", "task", "seed", "status", "metric", "zero_shot", "score", "final_train_loss",
               "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "output_dir"]
@@ -33,6 +30,7 @@ class RunResult:
     metric: str
     summary: dict[str, Any] | None  # None: the run has not finished
     curve: list[dict[str, float]]  # training records: step, loss, forward_passes, seconds
+    dev_curve: list[dict[str, float]] = field(default_factory=list)  # dev scores: forward_passes, seconds, score
 
     @property
     def finished(self) -> bool:
@@ -46,10 +44,8 @@ class RunResult:
             return row
         summary = self.summary
         steps = summary["steps"]
-        losses = [r["loss"] for r in self.curve if r["loss"] is not None]
-        tail = losses[-max(1, math.ceil(FINAL_LOSS_FRACTION * len(losses))):]
         row.update(zero_shot=summary["zero_shot"].get("eval_score"), score=summary["final"].get("eval_score"),
-                   final_train_loss=statistics.fmean(tail) if tail else None,
+                   final_train_loss=final_train_loss([r["loss"] for r in self.curve if r["loss"] is not None]),
                    # best_dev_accuracy: its older name in summary.json (it held F1 on QA tasks, so it was renamed)
                    best_dev=summary.get("best_dev_score", summary.get("best_dev_accuracy")),
                    best_step=summary["best_step"], steps=steps,
@@ -81,12 +77,24 @@ def collect(config: BenchConfig) -> list[RunResult]:
     for run in config.runs():
         summary_path, metrics_path = run.output_dir / SUMMARY, run.output_dir / "metrics.jsonl"
         summary = _read_summary(summary_path) if summary_path.is_file() else None
-        curve = []
+        curve, dev_curve = [], []
         if summary is not None and metrics_path.is_file():
+            records = read_jsonl(metrics_path)
             curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds")}
-                     for r in read_jsonl(metrics_path) if r.get("kind") == "train"]
-        results.append(RunResult(run, run.config().build_task().metric, summary, curve))
+                     for r in records if r.get("kind") == "train"]
+            dev_curve = _dev_curve(records)
+        results.append(RunResult(run, run.config().build_task().metric, summary, curve, dev_curve))
     return results
+
+
+def _dev_curve(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The dev score against training cost: the zero-shot score at 0, then every interval's (runs logged before
+    dev records carried their cost have none)."""
+    points = [{"forward_passes": 0, "seconds": 0.0, "score": r["dev_score"]}
+              for r in records if r.get("kind") == "zero_shot" and "dev_score" in r]
+    points += [{k: r[k] for k in ("forward_passes", "seconds", "score")}
+               for r in records if r.get("kind") == "dev" and all(k in r for k in ("forward_passes", "seconds"))]
+    return points if len(points) > 1 else []
 
 
 def _csv_text(results: list[RunResult]) -> str:
@@ -165,6 +173,43 @@ def _cost_table(results: list[RunResult], config: BenchConfig) -> str:
     return "\n".join(lines)
 
 
+def _reference_method(results: list[RunResult], config: BenchConfig) -> str | None:
+    """The grid's first method label that runs plain MeZO: the yardstick of the time-to-loss table."""
+    methods = {r.run.method: r.run.config().method for r in results}
+    return next((label for label in config.methods if methods.get(label) == "mezo"), None)
+
+
+def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference: str) -> str:
+    """Per method and task: the forward passes and training seconds to reach the reference run's final training
+    loss on the same task and seed, averaged over the seeds that reach it."""
+    finished = {(r.run.method, r.run.task, r.run.seed): r for r in results if r.finished}
+    tasks = list(config.tasks)
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for method in config.methods:
+        cells = []
+        for task in tasks:
+            reached, tried = [], 0
+            for seed in config.seeds:
+                ref, run = finished.get((reference, task, seed)), finished.get((method, task, seed))
+                target = ref and ref.row()["final_train_loss"]
+                if run is None or target is None:
+                    continue
+                tried += 1
+                if (hit := first_reach(run.curve, target)) is not None:
+                    reached.append(hit)
+            if not tried:
+                cells.append("—")
+            elif not reached:
+                cells.append(f"not reached (0/{tried})")
+            else:
+                passes = statistics.fmean(h["forward_passes"] for h in reached)
+                seconds = statistics.fmean(h["seconds"] for h in reached)
+                share = "" if len(reached) == tried else f" ({len(reached)}/{tried})"
+                cells.append(f"{passes:.0f} passes, {seconds:.0f} s{share}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _markdown(results: list[RunResult], config: BenchConfig) -> str:
     (kind, amount), = config.budget.items()
     finished = sum(r.finished for r in results)
@@ -178,12 +223,27 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
         _table(results, config, "score", higher_is_better=True, zero_shot_row=True), "",
         f"## Final training loss (mean over the last {FINAL_LOSS_FRACTION:.0%} of steps)", "",
         _table(results, config, "final_train_loss", higher_is_better=False), "",
+        *_time_to_loss_section(results, config),
         "## Cost (mean over each method's finished runs, tasks and seeds)", "", _cost_table(results, config), "",
         "![training loss against wall-clock time](plots/loss_vs_seconds.png)", "",
         "![training loss against forward passes](plots/loss_vs_forward_passes.png)", "",
         "![held-out metric per task](plots/metric.png)", "",
+        *(["![dev metric against wall-clock time](plots/dev_vs_seconds.png)", ""]
+          if any(r.dev_curve for r in results) else []),
     ]
     return "\n".join(parts)
+
+
+def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list[str]:
+    reference = _reference_method(results, config)
+    if reference is None:
+        return []
+    return [f"## Time to {reference}'s final training loss", "",
+            f"Forward passes and training seconds until a run's loss, averaged over the same trailing window as "
+            f"its final loss ({FINAL_LOSS_FRACTION:.0%} of its steps), is at or below the final training loss of "
+            f"{reference} on the same task and seed; mean over the seeds that reach it (their count in brackets "
+            f"when not all do).", "",
+            _time_to_loss_table(results, config, reference), ""]
 
 
 def _smoothed(values: list[float]) -> list[float]:
@@ -194,19 +254,26 @@ def _smoothed(values: list[float]) -> list[float]:
     return out
 
 
-def _mean_curve(curves: list[list[dict[str, float]]], x: str) -> tuple[list[float], list[float]]:
-    """The seeds' EMA-smoothed losses and x values averaged step by step (up to the shortest seed's run)."""
-    curves = [[r for r in c if r["loss"] is not None] for c in curves]
+def _mean_curve(curves: list[list[dict[str, float]]], x: str, y: str = "loss",
+                smooth: bool = True) -> tuple[list[float], list[float]]:
+    """The seeds' y values (EMA-smoothed losses by default) and x values averaged point by point (up to the
+    shortest seed's run)."""
+    curves = [[r for r in c if r[y] is not None] for c in curves]
     curves = [c for c in curves if c]
     if not curves:
         return [], []
     length = min(map(len, curves))
-    smoothed = [_smoothed([r["loss"] for r in c[:length]]) for c in curves]
+    ys = [[r[y] for r in c[:length]] for c in curves]
+    if smooth:
+        ys = [_smoothed(values) for values in ys]
     xs = [statistics.fmean(c[i][x] for c in curves) for i in range(length)]
-    return xs, [statistics.fmean(s[i] for s in smoothed) for i in range(length)]
+    return xs, [statistics.fmean(values[i] for values in ys) for i in range(length)]
 
 
-def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: str, path: Path) -> None:
+def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: str, path: Path, *,
+                 dev: bool = False) -> None:
+    """One panel per task, one line per method (mean over seeds): the EMA-smoothed training loss, or with
+    ``dev`` the dev metric at each evaluation (at 0, the zero-shot score)."""
     from zotune.train.plots import pyplot
 
     plt = pyplot()
@@ -216,13 +283,14 @@ def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: s
     fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for method in config.methods:
-            xs, ys = _mean_curve([r.curve for r in results if r.finished and r.run.task == task
-                                  and r.run.method == method], x)
+            xs, ys = _mean_curve([r.dev_curve if dev else r.curve for r in results
+                                  if r.finished and r.run.task == task and r.run.method == method],
+                                 x, *(("score", False) if dev else ()))
             if xs:
                 ax.plot(xs, ys, label=method)
         ax.set_title(task)
         ax.set_xlabel(label)
-        ax.set_ylabel("training loss (EMA 0.9)")
+        ax.set_ylabel("dev metric" if dev else "training loss (EMA 0.9)")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     labelled = {}  # one legend for all panels; a method may have no finished run on some task
@@ -278,4 +346,7 @@ def write_report(config: BenchConfig) -> dict[str, Path]:
     _plot_curves(results, config, "seconds", "training seconds", files["loss_vs_seconds"])
     _plot_curves(results, config, "forward_passes", "forward passes", files["loss_vs_forward_passes"])
     _plot_metric(results, config, files["metric"])
+    if any(r.dev_curve for r in results):
+        files["dev_vs_seconds"] = plots / "dev_vs_seconds.png"
+        _plot_curves(results, config, "seconds", "training seconds", files["dev_vs_seconds"], dev=True)
     return files

@@ -420,7 +420,9 @@ class _Run:
         self._stop_clock()
         dev = self.score(self.dev_ex, "dev")
         if dev:
-            self.logger.log({"kind": "dev", "step": done, **dev})
+            # the training seconds and passes so far, so a dev curve can be drawn against cost (zotune bench)
+            self.logger.log({"kind": "dev", "step": done, "forward_passes": self.optimizer.forward_passes,
+                             "seconds": self.state["train_seconds"], **dev})
         for record in self.optimizer.sampler.report():  # e.g. AdaLeZO's layer draws over the interval
             self.logger.log({"kind": "sampler", "step": done, **record})
         if dev and (dev["score"], -dev["loss"]) > (self.state["best_dev"], -self.state["best_dev_loss"]):
