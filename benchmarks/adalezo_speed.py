@@ -9,10 +9,12 @@ bring its training loss (a trailing mean over ``--window`` steps) down to MeZO's
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 
 from common import output_dir, run_parser, save_results
 
+from zotune.bench.time_to_loss import first_reach
 from zotune.train import TrainConfig, train
 from zotune.train.logging import read_jsonl
 
@@ -30,16 +32,10 @@ def run(method: str, args: argparse.Namespace, out: Path) -> dict:
             "zero_shot": result.zero_shot.get("eval_accuracy"), "final": result.final.get("eval_accuracy")}
 
 
-def trailing_mean(values: list[float], window: int) -> list[float]:
-    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-            for i in range(len(values))]
-
-
 def seconds_to_reach(run_: dict, target: float, window: int) -> float | None:
-    for loss, seconds in zip(trailing_mean(run_["losses"], window), run_["seconds"]):
-        if loss <= target:
-            return seconds
-    return None
+    curve = [{"loss": loss, "seconds": seconds} for loss, seconds in zip(run_["losses"], run_["seconds"])]
+    hit = first_reach(curve, target, window)
+    return None if hit is None else hit["seconds"]
 
 
 def main() -> None:
@@ -50,14 +46,14 @@ def main() -> None:
     out = output_dir(args, "adalezo")
     runs = {method: run(method, args, out) for method in ("mezo", "adalezo")}
 
-    target = trailing_mean(runs["mezo"]["losses"], args.window)[-1]
+    target = statistics.fmean(runs["mezo"]["losses"][-args.window:])
     step_time = {m: r["train_seconds"] / args.steps for m, r in runs.items()}
     reach = {m: seconds_to_reach(r, target, args.window) for m, r in runs.items()}
     print(f"\n{args.model} / {args.task}, {args.steps} steps, batch {args.batch_size}, lr {args.lr}, "
           f"seed {args.seed}; target = MeZO's final training loss (mean of its last {args.window}) = {target:.4f}")
     print(f"{'method':<10}{'s/step':>9}{'final loss':>12}{'s to target':>13}{'held-out acc':>14}")
     for m, r in runs.items():
-        final = trailing_mean(r["losses"], args.window)[-1]
+        final = statistics.fmean(r["losses"][-args.window:])
         reached = f"{reach[m]:.0f}" if reach[m] is not None else "not reached"
         acc = f"{r['zero_shot']:.3f}->{r['final']:.3f}" if r["final"] is not None else "-"
         print(f"{m:<10}{step_time[m]:>9.2f}{final:>12.4f}{reached:>13}{acc:>14}")

@@ -287,7 +287,7 @@ def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: s
                                   if r.finished and r.run.task == task and r.run.method == method],
                                  x, *(("score", False) if dev else ()))
             if xs:
-                ax.plot(xs, ys, label=method)
+                ax.plot(xs, ys, label=method, **({"marker": "o", "markersize": 3} if dev else {}))
         ax.set_title(task)
         ax.set_xlabel(label)
         ax.set_ylabel("dev metric" if dev else "training loss (EMA 0.9)")

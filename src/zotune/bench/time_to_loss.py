@@ -29,12 +29,12 @@ def final_train_loss(losses: list[float]) -> float | None:
     return statistics.fmean(losses[-_window(len(losses)):]) if losses else None
 
 
-def first_reach(curve: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The first training record at which the trailing mean loss (over the final-loss window) is at or below
-    ``target``, or None if the run never gets there. Records need ``loss``; ``None`` losses (skipped steps) are
-    left out, as they are from the final loss."""
+def first_reach(curve: list[dict[str, Any]], target: float, window: int | None = None) -> dict[str, Any] | None:
+    """The first training record at which the trailing mean loss over ``window`` steps (by default the final-loss
+    window) is at or below ``target``, or None if the run never gets there. Records need ``loss``; ``None``
+    losses (skipped steps) are left out, as they are from the final loss."""
     records = [r for r in curve if r.get("loss") is not None]
-    window = _window(len(records))
+    window = min(window or _window(len(records)), len(records))
     losses = [r["loss"] for r in records]
     for end in range(window, len(records) + 1):
         # fmean over the same slice as final_train_loss, so the last window compares bit-equal with it
