@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import pytest
 import yaml
@@ -51,6 +52,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
         (m, t, s) for m in ("mezo", "mezo-rademacher") for t in ("rotten_tomatoes", "sst2") for s in ("0", "1")}
     assert all(r["forward_passes"] == "8" and r["steps"] == "4" for r in rows)  # the pass budget ended each run
     assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["final_train_loss"]) > 0 for r in rows)
+    assert all(r["cpus"] == str(os.cpu_count()) and r["loaded"] in ("True", "False") for r in rows)
     table = files["table"].read_text()
     assert "| method | rotten_tomatoes (accuracy) | sst2 (accuracy) |" in table
     assert "| zero-shot |" in table and "| mezo-rademacher |" in table and " ± " in table

@@ -17,11 +17,13 @@ from zotune.bench.time_to_loss import FINAL_LOSS_FRACTION, final_train_loss, fir
 from zotune.errors import StateError
 from zotune.files.durable import atomic_write, atomic_write_text
 from zotune.train.logging import read_jsonl
+from zotune.train.machine import LOADED_MARGIN, was_loaded
 
 __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
 
 CSV_FIELDS = ["method", "task", "seed", "status", "metric", "zero_shot", "score", "final_train_loss",
-              "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "output_dir"]
+              "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "mean_load",
+              "cpus", "loaded", "output_dir"]
 
 
 @dataclass
@@ -51,6 +53,9 @@ class RunResult:
                    best_step=summary["best_step"], steps=steps,
                    forward_passes=summary["forward_passes"], train_seconds=summary["train_seconds"],
                    seconds_per_step=summary["train_seconds"] / steps if steps else None)
+        loads = [r["load"] for r in self.curve if r.get("load") is not None]
+        cpus = summary.get("machine", {}).get("cpus")  # runs from before zotune recorded it have neither
+        row.update(mean_load=statistics.fmean(loads) if loads else None, cpus=cpus, loaded=was_loaded(loads, cpus))
         return row
 
 
@@ -80,7 +85,7 @@ def collect(config: BenchConfig) -> list[RunResult]:
         curve, dev_curve = [], []
         if summary is not None and metrics_path.is_file():
             records = read_jsonl(metrics_path)
-            curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds")}
+            curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds", "load")}
                      for r in records if r.get("kind") == "train"]
             dev_curve = _dev_curve(records)
         results.append(RunResult(run, run.config().build_task().metric, summary, curve, dev_curve))
@@ -160,16 +165,20 @@ def _table(results: list[RunResult], config: BenchConfig, key: str, *, higher_is
 
 def _cost_table(results: list[RunResult], config: BenchConfig) -> str:
     rows = [r.row() for r in results if r.finished]
-    lines = ["| method | runs | steps | forward passes | training seconds | seconds per step |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | runs | steps | forward passes | training seconds | seconds per step | timed on a loaded machine |",
+             "|---|---|---|---|---|---|---|"]
     for method in config.methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
         mean = {k: statistics.fmean(r[k] for r in mine) for k in ("steps", "forward_passes", "train_seconds",
                                                                   "seconds_per_step")}
+        loaded = [r["loaded"] for r in mine]
+        known = [flag for flag in loaded if flag is not None]
+        load_cell = f"{sum(known)} of {len(known)}" + (f" ({len(loaded) - len(known)} not recorded)"
+                                                     if len(known) < len(loaded) else "")
         lines.append(f"| {method} | {len(mine)} | {mean['steps']:.0f} | {mean['forward_passes']:.0f} | "
-                     f"{mean['train_seconds']:.0f} | {mean['seconds_per_step']:.2f} |")
+                     f"{mean['train_seconds']:.0f} | {mean['seconds_per_step']:.2f} | {load_cell} |")
     return "\n".join(lines)
 
 
@@ -196,7 +205,7 @@ def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference
                     continue
                 tried += 1
                 if (hit := first_reach(run.curve, target)) is not None:
-                    reached.append(hit)
+                    reached.append(hit | {"loaded": run.row()["loaded"]})
             if not tried:
                 cells.append("—")
             elif not reached:
@@ -205,7 +214,8 @@ def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference
                 passes = statistics.fmean(h["forward_passes"] for h in reached)
                 seconds = statistics.fmean(h["seconds"] for h in reached)
                 share = "" if len(reached) == tried else f" ({len(reached)}/{tried})"
-                cells.append(f"{passes:.0f} passes, {seconds:.0f} s{share}")
+                mark = "*" if any(h["loaded"] for h in reached) else ""
+                cells.append(f"{passes:.0f} passes, {seconds:.0f} s{mark}{share}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -224,7 +234,10 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
         f"## Final training loss (mean over the last {FINAL_LOSS_FRACTION:.0%} of steps)", "",
         _table(results, config, "final_train_loss", higher_is_better=False), "",
         *_time_to_loss_section(results, config),
-        "## Cost (mean over each method's finished runs, tasks and seeds)", "", _cost_table(results, config), "",
+        "## Cost (mean over each method's finished runs, tasks and seeds)", "",
+        f"A run was timed on a loaded machine when its mean 1-minute load average exceeded the CPU count by more "
+        f"than {LOADED_MARGIN}: something else competed for the cores, and its seconds are not the method's alone.",
+        "", _cost_table(results, config), "",
         "![training loss against wall-clock time](plots/loss_vs_seconds.png)", "",
         "![training loss against forward passes](plots/loss_vs_forward_passes.png)", "",
         "![held-out metric per task](plots/metric.png)", "",
@@ -242,7 +255,8 @@ def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list
             f"Forward passes and training seconds until a run's loss, averaged over the same trailing window as "
             f"its final loss ({FINAL_LOSS_FRACTION:.0%} of its steps), is at or below the final training loss of "
             f"{reference} on the same task and seed; mean over the seeds that reach it (their count in brackets "
-            f"when not all do).", "",
+            f"when not all do). * : some of those runs were timed on a loaded machine (mean 1-minute load "
+            f"above the CPU count + {LOADED_MARGIN}), so their seconds are not the method's alone.", "",
             _time_to_loss_table(results, config, reference), ""]
 
 

@@ -42,6 +42,7 @@ from zotune.train.checkpoint import (
 )
 from zotune.train.config import TrainConfig, with_defaults
 from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
+from zotune.train.machine import load_average, machine_info
 from zotune.train.plots import plot_layer_draws, plot_training
 from zotune.train.schedule import budget_progress
 from zotune.train.seedlog import SeedLogWriter, read_seed_log
@@ -68,6 +69,7 @@ class TrainResult:
     step_seconds: dict[str, float] = field(default_factory=dict)
     output_dir: str = ""
     files: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)  # CPUs, threads, device: what the seconds were taken on
 
 
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -353,6 +355,7 @@ class _Run:
             self.logger.log({"kind": "train", "step": done, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                              "projected_grad": optimizer.last_probes[0].projected_grad,
                              "forward_passes": optimizer.forward_passes, "seconds": self.train_seconds(),
+                             "load": load_average(),
                              **{f"seconds_{k}": v for k, v in optimizer.last_step_seconds.items()},
                              **optimizer.sampler.metrics(), **optimizer.method.metrics()})
         return loss
@@ -438,6 +441,7 @@ class _Run:
             self.seed_log.finish(state["step"])
         result.steps, result.forward_passes = state["step"], self.optimizer.forward_passes
         result.train_seconds, result.step_seconds = state["train_seconds"], state.get("step_seconds", {})
+        result.machine = machine_info()
         if not self.dev_ex:  # nothing to select with: the final weights are the ones scored and saved
             state.update(best_dev=float("nan"), best_step=result.steps)
             if config.save_best:
