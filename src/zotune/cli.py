@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import logging
 import os
+import statistics
 import sys
+import time
 import types
 import typing
 import warnings
@@ -311,8 +313,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    import time
-
     from tqdm.auto import tqdm
 
     from zotune.files.durable import check_writable, replace_folder
@@ -351,6 +351,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from zotune.bench import load_bench_config, run_grid, write_report
 
@@ -359,12 +364,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         config.common["data_dir"] = args.data_dir
     failed = []
     if not args.report_only:
+        pace: dict[str, Any] = {"seconds": [], "started": None}  # this invocation's run times, for an estimate
+
         def report(event: str, run, index: int, total: int) -> None:
             what = f"[{index + 1}/{total}] {run.method} on {run.task}, seed {run.seed}"
+            if pace["started"] is not None and event != "skip":  # the run before this one has ended
+                pace["seconds"].append(time.monotonic() - pace["started"])
+                pace["started"] = None
             if event == "skip":
                 print(f"{what}: finished before, skipped", flush=True)
             elif event == "start":
-                print(f"{what} -> {run.output_dir}", flush=True)
+                estimate = ""
+                if pace["seconds"]:
+                    each = statistics.fmean(pace["seconds"])
+                    estimate = (f" (runs so far took {_duration(each)} each; the {total - index} left, if alike: "
+                                f"about {_duration(each * (total - index))})")
+                print(f"{what} -> {run.output_dir}{estimate}", flush=True)
+                pace["started"] = time.monotonic()
 
         outcomes = run_grid(config, isolate=args.isolate, force=args.force, progress=args.progress,
                             on_event=report)

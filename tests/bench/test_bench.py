@@ -102,6 +102,7 @@ def test_cli_bench_in_separate_processes_reports_and_skips(tiny_model_dir, tiny_
     assert main(["bench", str(grid), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "[1/2] mezo on rotten_tomatoes, seed 3" in out and "runs: 2 done" in out
+    assert "the 1 left, if alike: about " in out  # the second run's start line estimates what remains
     assert "| adalezo |" in out
     assert (tmp_path / "bench" / "runs" / "adalezo" / "rotten_tomatoes" / "seed3" / "bench-run.yaml").is_file()
     assert main(["bench", str(grid), "--no-progress"]) == 0
