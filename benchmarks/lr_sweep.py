@@ -36,13 +36,14 @@ def run_row(folder: Path) -> dict | None:
     steps = summary["steps"]
     late = [score for step, score in dev if step > steps / 2] or [dev[-1][1]]
     config = summary["config"]
-    best_step, best = max(dev, key=lambda d: d[1])
     return {"method": config["method"], "lr": config["lr"],
             "schedule": config["lr_scheduler"] + (f" to {config['min_lr_ratio']:g}"
                                                  if config["lr_scheduler"] != "constant" else ""),
             "options": ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in sorted(config["method_options"].items())),
-            "best dev": best, "best step": best_step, "late dev": statistics.fmean(late),
+            # the loop's own choice (ties go to the lower dev loss; step 0 if nothing beat zero-shot)
+            "best dev": summary["best_dev_score"], "best step": summary["best_step"],
+            "late dev": statistics.fmean(late),
             "final loss": final_train_loss([r["loss"] for r in records
                                             if r.get("kind") == "train" and r.get("loss") is not None]),
             "steps": steps, "forward passes": summary["forward_passes"]}

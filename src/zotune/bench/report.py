@@ -191,7 +191,7 @@ def _reference_method(results: list[RunResult], config: BenchConfig) -> str | No
 def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference: str) -> str:
     """Per method and task: the forward passes and training seconds to reach the reference run's final training
     loss on the same task and seed, averaged over the seeds that reach it."""
-    finished = {(r.run.method, r.run.task, r.run.seed): r for r in results if r.finished}
+    finished = {(r.run.method, r.run.task, r.run.seed): (r, r.row()) for r in results if r.finished}
     tasks = list(config.tasks)
     lines = ["| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for method in config.methods:
@@ -200,12 +200,12 @@ def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference
             reached, tried = [], 0
             for seed in config.seeds:
                 ref, run = finished.get((reference, task, seed)), finished.get((method, task, seed))
-                target = ref and ref.row()["final_train_loss"]
+                target = ref and ref[1]["final_train_loss"]
                 if run is None or target is None:
                     continue
                 tried += 1
-                if (hit := first_reach(run.curve, target)) is not None:
-                    reached.append(hit | {"loaded": run.row()["loaded"]})
+                if (hit := first_reach(run[0].curve, target)) is not None:
+                    reached.append(hit | {"loaded": run[1]["loaded"]})
             if not tried:
                 cells.append("—")
             elif not reached:
@@ -299,7 +299,7 @@ def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: s
         for method in config.methods:
             xs, ys = _mean_curve([r.dev_curve if dev else r.curve for r in results
                                   if r.finished and r.run.task == task and r.run.method == method],
-                                 x, *(("score", False) if dev else ()))
+                                 x, y="score" if dev else "loss", smooth=not dev)
             if xs:
                 ax.plot(xs, ys, label=method, **({"marker": "o", "markersize": 3} if dev else {}))
         ax.set_title(task)
