@@ -16,6 +16,7 @@ transformers < 5, its code does not), its ``mezo.update`` step is timed too, as 
 
     python benchmarks/step_time.py --repeats 5
     python benchmarks/step_time.py --dtype bfloat16     # bf16 weights; the floor is two bf16 forward passes
+    python benchmarks/step_time.py --autocast bfloat16  # fp32 weights, bf16 forward passes (zotune train --autocast)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from common import fixed_batch
 
 from zotune import ZOOptimizer
 from zotune.tasks import candidate_scores, classification_loss
+from zotune.train.precision import forward_precision
 
 CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
            ("mezo", {"directions": "rademacher"}), ("adalezo", {}), ("adalezo", {"directions": "rademacher"}),
@@ -76,11 +78,15 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=1e-3)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="the weights' dtype; the floor is then two forward passes in it")
+    parser.add_argument("--autocast", choices=("bfloat16", "float16"),
+                        help="forward passes under torch.autocast in this dtype over float32 weights; the floor is "
+                             "then two such forward passes")
     args = parser.parse_args()
     model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size, args.dtype)
 
     def closure():
-        return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
+        with forward_precision(model, args.autocast):
+            return classification_loss(candidate_scores(model, batch, tokenizer.pad_token_id), labels)
 
     with torch.no_grad():
         forward = median_seconds(closure, args.repeats * 2)
@@ -88,11 +94,12 @@ def main() -> None:
     seeds = iter(range(10**6))
     reference = median_seconds(lambda: reference_mezo_step(params, closure, next(seeds), args.eps, args.lr),
                                args.repeats)
-    print(f"{args.model} in {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads, median of "
+    precision = args.dtype + (f" under autocast to {args.autocast}" if args.autocast else "")
+    print(f"{args.model} in {precision}, batch {args.batch_size}, {torch.get_num_threads()} threads, median of "
           f"{args.repeats} steps (forward pass: {forward:.3f} s)")
     print("| step | s/step | vs its forward passes | vs reference MeZO | forward | perturb | update | other |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| two {args.dtype} forward passes | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
+    print(f"| two forward passes ({precision}) | {2 * forward:.3f} | 1.00 | {2 * forward / reference:.2f} | | | | |")
     print(f"| reference MeZO (public code) | {reference:.3f} | {reference / (2 * forward):.2f} | 1.00 | | | | |")
     try:
         import mezo as pypi_mezo

@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--" + name.replace("_", "-"), type=int, default=train_defaults[name])
     ev.add_argument("--batch-size", type=int, default=train_defaults["eval_batch_size"])
     ev.add_argument("--dtype", default=train_defaults["dtype"])
+    ev.add_argument("--autocast", choices=("bfloat16", "float16"),
+                    help="score with forward passes in this dtype over float32 weights (as `train --autocast`)")
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="allow a model whose config needs custom Python code (it runs that code)")
 
@@ -276,6 +278,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from zotune.assets import fit_to_context, load_model
     from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
+    from zotune.train.precision import check_autocast, forward_precision
 
     scored = "num_eval" if args.split == "eval" else "num_dev"
     bad = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("batch_size", "max_length", scored)
@@ -287,6 +290,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"Invalid {', '.join(dict.fromkeys(bad))}: sizes must be >= 1 ({scored} too, as it is "
                           "the set scored), other counts >= 0, the data seed from 0 to 2**63 - 1")
+    check_autocast(args.autocast, args.dtype)
     task = TASKS.get(args.task)
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.adapter:
@@ -305,8 +309,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
-    metrics = evaluate(model, encode(task, rows, tokenizer, max_length=fit_to_context(model, args.max_length)),
-                       tokenizer.pad_token_id, batch_size=args.batch_size, tokenizer=tokenizer)
+    with forward_precision(model, args.autocast):
+        metrics = evaluate(model, encode(task, rows, tokenizer, max_length=fit_to_context(model, args.max_length)),
+                           tokenizer.pad_token_id, batch_size=args.batch_size, tokenizer=tokenizer)
     print(f"{args.task} {args.split} ({len(rows)} examples): " +
           ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -132,20 +132,28 @@ class Method(Plugin):
 
 @dataclass(frozen=True)
 class MethodSpec(PluginSpec):
-    """A registered method: its config and hook classes, and the sampler it runs with unless told otherwise
-    (a *recipe* such as ``adalezo`` is MeZO's hooks with another sampler)."""
+    """A registered method: its config and hook classes, the sampler it runs with unless told otherwise
+    (a *recipe* such as ``adalezo`` is MeZO's hooks with another sampler), and the learning rate ``zotune train``
+    gives it for full fine-tuning when none is given (None: the training mode's default)."""
 
     sampler: str = "full"
+    lr: float | None = None
 
 
 METHODS: PluginRegistry[MethodSpec] = PluginRegistry("method")
 
 
 def register_method(
-    name: str, *, config_cls: type[MethodConfig], method_cls: type[Method], sampler: str = "full"
+    name: str, *, config_cls: type[MethodConfig], method_cls: type[Method], sampler: str = "full",
+    lr: float | None = None,
 ) -> None:
-    """Register a method under ``name`` (called at the end of each method's ``__init__.py``)."""
-    METHODS.register(name, MethodSpec(config_cls, method_cls, sampler))
+    """Register a method under ``name`` (called at the end of each method's ``__init__.py``).
+
+    Args:
+        lr: the full fine-tuning learning rate ``zotune train`` uses when none is given (the built-in methods'
+            come from the sweep of docs/results.md); None: the training mode's default.
+    """
+    METHODS.register(name, MethodSpec(config_cls, method_cls, sampler, lr))
 
 
 def build_method(method: str | MethodConfig, options: dict[str, Any] | None = None) -> Method:

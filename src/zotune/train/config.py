@@ -9,17 +9,20 @@ from typing import Any
 
 from zotune.errors import ConfigError, UnknownNameError
 from zotune.integrations.adapters import PeftSettings
+from zotune.methods import METHODS
 from zotune.optim import ZOConfig, build_update_rule
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
+from zotune.train.precision import check_autocast
 from zotune.train.schedule import LRSchedule
 from zotune.values import is_finite, is_int, reject_unknown_keys
 
 __all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 
 
-# Per training mode (None: all weights). Full fine-tuning's lr is tuned for the default model; LoRA and prefix
-# take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
+# Per training mode (None: all weights). Full fine-tuning's lr is tuned for the default model, and a method
+# registered with its own (``register_method(lr=...)``, set from the sweep of docs/results.md) overrides it; LoRA
+# and prefix take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
 _DEFAULT_LR = {None: 1e-4, "lora": 1e-4, "prefix": 1e-2}
 _DEFAULT_EPS = {None: 1e-3, "lora": 1e-2, "prefix": 1e-1}
 
@@ -97,6 +100,10 @@ class TrainConfig:
     log_steps: int = field(default=1, metadata={"help": "log the training loss every this many steps"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompts cut from the left)"})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    autocast: str | None = field(default=None, metadata={
+        "help": "run forward passes under torch.autocast in bfloat16 or float16 while the weights stay float32: "
+                "bf16 matrix speed where the hardware has it, perturbation as exact as in float32 "
+                "(docs/performance.md)"})
     max_nonfinite: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
     output_dir: str = field(default="runs/demo", metadata={"help": "where logs, plots and checkpoints go"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
@@ -115,6 +122,8 @@ class TrainConfig:
         mode = self.peft if isinstance(self.peft, str) else None  # a wrong type is reported below
         if self.lr is None:
             self.lr = _DEFAULT_LR.get(mode, _DEFAULT_LR[None])
+            if mode is None and isinstance(self.method, str) and self.method in METHODS:
+                self.lr = METHODS.get(self.method).lr or self.lr  # the method's own, from the lr sweep
         if self.eps is None:
             self.eps = _DEFAULT_EPS.get(mode, _DEFAULT_EPS[None])
         problems = []
@@ -148,6 +157,12 @@ class TrainConfig:
         for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
+        if self.autocast == "none":  # the command line's way to turn off a config file's autocast
+            self.autocast = None
+        try:
+            check_autocast(self.autocast, self.dtype)
+        except ConfigError as exc:
+            problems.append(str(exc))
         if not isinstance(self.report_to, str):
             problems.append(f"Invalid report_to: {self.report_to!r} (tensorboard, wandb or none)")
         if (self.task == CUSTOM) != (self.label_words is not None):

@@ -44,6 +44,7 @@ from zotune.train.config import TrainConfig, with_defaults
 from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.machine import load_average, machine_info
 from zotune.train.plots import plot_layer_draws, plot_training
+from zotune.train.precision import forward_precision
 from zotune.train.schedule import budget_progress
 from zotune.train.seedlog import SeedLogWriter, read_seed_log
 from zotune.train.signals import StopRequests
@@ -328,7 +329,12 @@ class _Run:
 
     def batch_closure(self, indices: list[int]):
         batch = [self.train_ex[i] for i in self.ranks.shard(indices)]  # data parallelism: this rank's part
-        return mean_over_ranks(lambda: self.objective(self.model, batch), self.ranks)
+
+        def loss() -> torch.Tensor:
+            with forward_precision(self.model, self.config.autocast):
+                return self.objective(self.model, batch)
+
+        return mean_over_ranks(loss, self.ranks)
 
     def step(self, step: int) -> float:
         """One optimizer step at the schedule's rate, logged; returns its loss."""
@@ -389,8 +395,9 @@ class _Run:
     def score(self, examples, name: str) -> dict[str, float]:
         if not examples or not self.writes:  # replicas are identical: the first process evaluates for all
             return {}
-        return evaluate(self.model, examples, self.tokenizer.pad_token_id, batch_size=self.config.eval_batch_size,
-                        desc=f"eval {name}" if self.progress else None, tokenizer=self.tokenizer)
+        with forward_precision(self.model, self.config.autocast):
+            return evaluate(self.model, examples, self.tokenizer.pad_token_id, batch_size=self.config.eval_batch_size,
+                            desc=f"eval {name}" if self.progress else None, tokenizer=self.tokenizer)
 
     def save_best(self) -> None:
         if self.writes:
