@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from zotune.perturb.functional import add_noise, mix_seed
-from zotune.perturb.noise import CHUNK, NOISES, NoiseSource
+from zotune.perturb.noise import CHUNK, NOISES, SERIAL_SLICE, NoiseSource, chunks
 
 __all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "DirectionFn", "default_workers"]
 
@@ -39,6 +39,12 @@ DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
 def gaussian_direction(block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
     """z ~ N(0, I), the MeZO direction."""
     return out.normal_(generator=generator)
+
+
+def _serially(op: Callable[[int, int], object], numel: int) -> None:
+    """``op(start, stop)`` over ``[0, numel)`` in slices small enough to run on the calling thread alone."""
+    for start, stop in chunks(numel, SERIAL_SLICE):
+        op(start, stop)
 
 
 def default_workers() -> int:
@@ -196,12 +202,25 @@ class PerturbationEngine:
         Arithmetic is float32; a low-precision parameter is rounded once, after all terms.
         """
         param = block.param
-        target = param if param.dtype == torch.float32 else param.float()
+        on_worker = self._on_worker()
+        if param.dtype == torch.float32:
+            target = param
+        elif on_worker:  # the conversions below torch's parallel grain too (see SERIAL_SLICE)
+            target = torch.empty(param.shape, dtype=torch.float32, device=param.device)
+            _serially(lambda a, b: target.view(-1)[a:b].copy_(param.view(-1)[a:b]), param.numel())
+        else:
+            target = param.float()
         if decay != 1.0:
-            target.mul_(decay)
+            if on_worker:
+                _serially(lambda a, b: target.view(-1)[a:b].mul_(decay), param.numel())
+            else:
+                target.mul_(decay)
         self._add_noise_terms(target, block, terms)
         if target is not param:
-            param.copy_(target)
+            if on_worker:
+                _serially(lambda a, b: param.view(-1)[a:b].copy_(target.view(-1)[a:b]), param.numel())
+            else:
+                param.copy_(target)
 
     def apply_combinations(self, jobs: Sequence[tuple[Block, Sequence[tuple[int, float]], float]]) -> None:
         """``add_combination(block, terms, decay=decay)`` for each job, spread over the worker threads.
@@ -215,12 +234,20 @@ class PerturbationEngine:
                 self.add_combination(block, terms, decay=decay)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="zotune-noise")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="zotune-noise",
+                                            initializer=self._mark_worker)
         # Largest first, so the threads end together; the pool hands out jobs as threads free up.
         ordered = sorted(jobs, key=lambda job: -job[0].param.numel())
         futures = [self._pool.submit(self.add_combination, b, t, decay=d) for b, t, d in ordered]
         for future in futures:
             future.result()
+
+    def _mark_worker(self) -> None:
+        self._local.worker = True
+
+    def _on_worker(self) -> bool:
+        """Whether this is one of the engine's noise threads, which keep every op on their own thread."""
+        return getattr(self._local, "worker", False)
 
     def _add_noise_terms(self, target: torch.Tensor, block: Block, terms: Sequence[tuple[int, float]]) -> None:
         """target += sum coef z(seed) for a float32 tensor shaped like the block, chunk by chunk when streamable."""
@@ -234,7 +261,7 @@ class PerturbationEngine:
         if buffer is None:
             buffer = self._local.buffer = torch.empty(CHUNK + 16, dtype=torch.float32)
         for reader, coef in readers:
-            reader.add_to(target.view(-1), coef, buffer)
+            reader.add_to(target.view(-1), coef, buffer, serial=self._on_worker())
 
     def combination(
         self,

@@ -24,11 +24,18 @@ import torch
 from zotune.errors import ZotuneWarning
 from zotune.registry import Registry
 
-__all__ = ["CHUNK", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
+__all__ = ["CHUNK", "SERIAL_SLICE", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
            "add_rademacher_signs"]
 
 # normal_ consumes its generator in groups of 16 values: chunk boundaries on multiples of 16 keep streams exact.
 CHUNK = 1 << 20
+# torch runs an elementwise op of fewer than 32,768 elements (its parallel grain) on the calling thread alone.
+# The engine's worker threads add noise in slices below it: an op above it would start an OpenMP team of its own
+# on each worker, and with more OpenMP threads than cores libgomp stops spinning between parallel regions, which
+# made every later forward pass 25-30% slower (docs/performance.md). The largest multiple of 32 below the grain
+# (a last slice of fewer than 16 joins the one before it and stays below it), so vectorised loops see the same
+# element groups as over the whole chunk.
+SERIAL_SLICE = (1 << 15) - 32
 
 
 def chunks(numel: int, size: int) -> list[tuple[int, int]]:
@@ -46,17 +53,23 @@ class NoiseReader:
         """Fill ``out`` (float32) with the next ``out.numel()`` values and return it."""
         raise NotImplementedError
 
-    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor) -> None:
+    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
         """``target += coef * z`` for a flat float32 ``target``, drawing z chunk by chunk into ``buffer``.
 
         Args:
             buffer: float32 CPU scratch of ``CHUNK + 16`` elements (a last chunk shorter than 16 joins the one
                 before it, as ``normal_`` needs).
+            serial: add on the calling thread only, in slices of ``SERIAL_SLICE`` (the engine's worker threads).
         """
         for start, stop in chunks(target.numel(), buffer.numel() - 16):
             piece = target[start:stop]
             z = self.fill(buffer[: stop - start])
-            piece.add_(z if z.device == piece.device else z.to(piece.device), alpha=coef)
+            z = z if z.device == piece.device else z.to(piece.device)
+            if serial:
+                for a, b in chunks(stop - start, SERIAL_SLICE):
+                    piece[a:b].add_(z[a:b], alpha=coef)
+            else:
+                piece.add_(z, alpha=coef)
 
 
 class NoiseSource:
@@ -201,9 +214,9 @@ class _RademacherReader(NoiseReader):
         kernel(out.view(-1), self.keys, self._advance(out.numel()))
         return out
 
-    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor) -> None:
+    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
         if target.device.type != "cpu":
-            return super().add_to(target, coef, buffer)
+            return super().add_to(target, coef, buffer, serial=serial)
         kernel = _kernel(add_rademacher_signs) if self.fused else add_rademacher_signs
         kernel(target.view(-1), self.keys, self._advance(target.numel()), torch.tensor(coef))
 
