@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import torch
 from common import fixed_batch
 
 from zotune import ZOOptimizer

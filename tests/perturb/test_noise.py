@@ -6,7 +6,7 @@ import torch
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
 from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
-from zotune.perturb.noise import CHUNK, GaussianNoise, RademacherNoise, chunks
+from zotune.perturb.noise import CHUNK, SERIAL_SLICE, GaussianNoise, RademacherNoise, chunks
 
 
 def _buffer():
@@ -44,6 +44,26 @@ def test_engine_perturbation_equals_the_straightforward_arithmetic():
         if index == 0:
             expected.mul_(0.5).add_(z(9), alpha=-2e-3).add_(z(10), alpha=0.25)
         assert torch.equal(param, expected), name
+
+
+@pytest.mark.parametrize("numel", [SERIAL_SLICE - 1, SERIAL_SLICE + 7, CHUNK + 5])
+def test_adding_in_serial_slices_equals_one_add(numel):
+    start = torch.randn(numel, generator=torch.Generator().manual_seed(1))
+    whole, sliced = start.clone(), start.clone()
+    GaussianNoise().reader(42).add_to(whole, 0.3, _buffer())
+    GaussianNoise().reader(42).add_to(sliced, 0.3, _buffer(), serial=True)
+    assert torch.equal(whole, sliced)
+
+
+def test_worker_threads_round_low_precision_weights_as_the_calling_thread_does():
+    def run(workers):
+        params = [(f"p{i}", torch.randn(SERIAL_SLICE + 40 * i, generator=torch.Generator().manual_seed(i))
+                   .to(torch.bfloat16)) for i in range(3)]
+        engine = PerturbationEngine(params, workers=workers)
+        engine.apply_combinations([(block, [(5, 1e-2), (6, -3e-3)], 0.9) for block in engine.blocks])
+        return [p for _, p in params]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(1), run(3)))
 
 
 def _mlp_run(workers, directions="gaussian"):
