@@ -81,7 +81,9 @@ def main() -> None:
     parser.add_argument("--autocast", choices=("bfloat16", "float16"),
                         help="forward passes under torch.autocast in this dtype over float32 weights; the floor is "
                              "then two such forward passes")
+    parser.add_argument("--methods", help="comma-separated: time only these zotune methods (default: all rows)")
     args = parser.parse_args()
+    chosen = set(args.methods.split(",")) if args.methods else None
     model, tokenizer, batch, labels = fixed_batch(args.model, args.batch_size, args.dtype)
 
     def closure():
@@ -111,6 +113,8 @@ def main() -> None:
         print(f"| mezo 0.0.1 (PyPI) | {seconds:.3f} | {seconds / (2 * forward):.2f} | {seconds / reference:.2f} "
               f"| | | | |", flush=True)
     for method, options in CONFIGS:
+        if chosen is not None and method not in chosen:
+            continue
         opt = ZOOptimizer(model, method, lr=args.lr, eps=args.eps, seed=0, **options)
         phases: list[dict[str, float]] = []
 

@@ -7,7 +7,9 @@ import torch
 
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError, StateError
-from zotune.perturb import mix_seed
+from zotune.methods.ldsd.policy import PolicyNoise
+from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
+from zotune.perturb.noise import CHUNK
 
 DIM = 12
 
@@ -158,3 +160,27 @@ def test_bad_options_fail_at_construction(options, pattern):
     named, _ = _problem()
     with pytest.raises(ConfigError, match=pattern):
         ZOOptimizer(named, "ldsd", method_options=options)
+
+
+def test_the_policy_stream_is_sigma_xi_plus_mu_bit_for_bit():
+    numel = CHUNK + 37  # more than one chunk
+    mu = torch.randn(numel, generator=torch.Generator().manual_seed(3))
+    engine = PerturbationEngine([("w", torch.zeros(numel)), ("v", torch.zeros(40))],
+                                PolicyNoise(0.7, lambda index: mu if index == 0 else torch.zeros(40)), workers=2)
+    engine.perturb(11, 1.0, StepPlan.full(2))
+    xi = torch.empty(numel).normal_(generator=torch.Generator().manual_seed(mix_seed(11, 0)))
+    assert torch.equal(engine.blocks[0].param, torch.zeros(numel).add_(xi.mul(0.7).add_(mu)))
+
+
+def test_worker_threads_do_not_change_an_ldsd_run():
+    def run(workers):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(4)])
+        data = torch.randn(16, 8)
+        opt = ZOOptimizer(model, "ldsd", lr=1e-2, eps=1e-3, seed=3, method_options={"candidates": 3, "lr_mu": 0.05})
+        opt.engine.workers = opt.method._mu_engine.workers = workers
+        for _ in range(4):
+            opt.step(lambda: model(data).pow(2).mean())
+        return [p.detach().clone() for p in model.parameters()] + list(opt.method.mu.values())
+
+    assert all(torch.equal(a, b) for a, b in zip(run(1), run(4)))

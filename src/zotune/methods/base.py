@@ -4,7 +4,8 @@ A method overrides only the hooks where it differs from MeZO (STYLE §2):
 
 - ``plan(step, generator, sampled)``: refine the sampler's plan (which blocks take part, with a perturbation
   scale and update weight per block; the sampler, ``methods/sampling.py``, chooses the blocks);
-- ``direction(block, generator, out)``: how z is drawn;
+- ``direction(block, generator, out)``: how z is drawn, a whole block at a time, or ``noise_source()``: the same
+  as a stream the engine reads in chunks on its worker threads;
 - ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
 - ``observe(probes, plan)``: what is learned from the losses;
 - ``after_update(step, loss_fn, generator, fresh_loss)``: work between steps that may evaluate the loss, on the
@@ -24,7 +25,7 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginSpec
-from zotune.perturb import Block, StepPlan, gaussian_direction
+from zotune.perturb import Block, NoiseSource, StepPlan, gaussian_direction
 
 __all__ = [
     "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
@@ -110,6 +111,12 @@ class Method(Plugin):
 
     def direction(self, block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
         return gaussian_direction(block, generator, out)
+
+    def noise_source(self) -> NoiseSource | None:
+        """The method's own distribution of z as a stream (``perturb/noise.py``), read chunk by chunk and on the
+        engine's worker threads; faster than overriding ``direction``, which draws whole blocks on one thread.
+        None (MeZO's): the optimizer's ``directions``."""
+        return None
 
     def probe(self, loss_fn: LossFn, seed: int, eps: float, plan: StepPlan) -> Probe:
         """Two-point SPSA: theta + eps z, theta - eps z; leaves the ``+eps z`` restore pending."""

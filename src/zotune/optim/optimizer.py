@@ -399,13 +399,15 @@ def _options_of(config: Any) -> dict[str, Any]:
 
 
 def _direction_source(directions: str, method: Method) -> Any:
-    """The engine's direction: the named distribution, or the method's own ``direction`` when it overrides it."""
-    if type(method).direction is Method.direction:
+    """The engine's direction: the named distribution, or the method's own (its ``noise_source()``, else its
+    ``direction`` when it overrides it)."""
+    own = method.noise_source()
+    if own is None and type(method).direction is Method.direction:
         return NOISES.get(directions)
     if directions != "gaussian":
         raise ConfigError(f"method {method.config.name!r} draws its own directions; "
                           f"directions={directions!r} does not apply to it")
-    return method.direction
+    return own if own is not None else method.direction
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from zotune.perturb.functional import add_noise, mix_seed
-from zotune.perturb.noise import CHUNK, NOISES, SERIAL_SLICE, NoiseSource, chunks
+from zotune.perturb.noise import CHUNK, NOISES, NoiseSource, serially
 
 __all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "DirectionFn", "default_workers"]
 
@@ -39,12 +39,6 @@ DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
 def gaussian_direction(block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
     """z ~ N(0, I), the MeZO direction."""
     return out.normal_(generator=generator)
-
-
-def _serially(op: Callable[[int, int], object], numel: int) -> None:
-    """``op(start, stop)`` over ``[0, numel)`` in slices small enough to run on the calling thread alone."""
-    for start, stop in chunks(numel, SERIAL_SLICE):
-        op(start, stop)
 
 
 def default_workers() -> int:
@@ -148,7 +142,7 @@ class PerturbationEngine:
             self._scratch = torch.empty(largest, dtype=torch.float32)
         out = self._scratch[:numel].view(block.param.shape)
         if direction is None and self.source is not None:
-            z = self.source.reader(mix_seed(seed, block.index)).fill(out)
+            z = self.source.block_reader(mix_seed(seed, block.index), block).fill(out)
         else:
             self._generator.manual_seed(mix_seed(seed, block.index))
             z = (direction or self.direction)(block, self._generator, out)
@@ -207,18 +201,18 @@ class PerturbationEngine:
             target = param
         elif on_worker:  # the conversions below torch's parallel grain too (see SERIAL_SLICE)
             target = torch.empty(param.shape, dtype=torch.float32, device=param.device)
-            _serially(lambda a, b: target.view(-1)[a:b].copy_(param.view(-1)[a:b]), param.numel())
+            serially(lambda a, b: target.view(-1)[a:b].copy_(param.view(-1)[a:b]), param.numel())
         else:
             target = param.float()
         if decay != 1.0:
             if on_worker:
-                _serially(lambda a, b: target.view(-1)[a:b].mul_(decay), param.numel())
+                serially(lambda a, b: target.view(-1)[a:b].mul_(decay), param.numel())
             else:
                 target.mul_(decay)
         self._add_noise_terms(target, block, terms)
         if target is not param:
             if on_worker:
-                _serially(lambda a, b: param.view(-1)[a:b].copy_(target.view(-1)[a:b]), param.numel())
+                serially(lambda a, b: param.view(-1)[a:b].copy_(target.view(-1)[a:b]), param.numel())
             else:
                 param.copy_(target)
 
@@ -256,7 +250,7 @@ class PerturbationEngine:
             for seed, coef in terms:
                 target.add_(self.noise(seed, block), alpha=coef)
             return
-        readers = [(self.source.reader(mix_seed(seed, block.index)), coef) for seed, coef in terms]
+        readers = [(self.source.block_reader(mix_seed(seed, block.index), block), coef) for seed, coef in terms]
         buffer = getattr(self._local, "buffer", None)
         if buffer is None:
             buffer = self._local.buffer = torch.empty(CHUNK + 16, dtype=torch.float32)

@@ -24,7 +24,7 @@ import torch
 from zotune.errors import ZotuneWarning
 from zotune.registry import Registry
 
-__all__ = ["CHUNK", "SERIAL_SLICE", "chunks", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
+__all__ = ["CHUNK", "SERIAL_SLICE", "chunks", "serially", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
            "add_rademacher_signs"]
 
 # normal_ consumes its generator in groups of 16 values: chunk boundaries on multiples of 16 keep streams exact.
@@ -44,6 +44,13 @@ def chunks(numel: int, size: int) -> list[tuple[int, int]]:
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < 16:
         del bounds[-2]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def serially(op: Callable[[int, int], object], numel: int) -> None:
+    """``op(start, stop)`` over ``[0, numel)`` in slices of ``SERIAL_SLICE``: elementwise ops that run on the
+    calling thread alone (see ``SERIAL_SLICE``)."""
+    for start, stop in chunks(numel, SERIAL_SLICE):
+        op(start, stop)
 
 
 class NoiseReader:
@@ -66,8 +73,7 @@ class NoiseReader:
             z = self.fill(buffer[: stop - start])
             z = z if z.device == piece.device else z.to(piece.device)
             if serial:
-                for a, b in chunks(stop - start, SERIAL_SLICE):
-                    piece[a:b].add_(z[a:b], alpha=coef)
+                serially(lambda a, b, piece=piece, z=z: piece[a:b].add_(z[a:b], alpha=coef), stop - start)
             else:
                 piece.add_(z, alpha=coef)
 
@@ -85,6 +91,11 @@ class NoiseSource:
 
     def reader(self, seed: int) -> NoiseReader:
         raise NotImplementedError
+
+    def block_reader(self, seed: int, block) -> NoiseReader:
+        """The stream of ``block``'s z for its (already mixed) ``seed``. Distributions that are the same for
+        every block read by seed alone; one whose z depends on the block (LDSD's learned mean) overrides this."""
+        return self.reader(seed)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -10,7 +10,8 @@ import torch
 from zotune.errors import StateError
 from zotune.methods.base import LossFn, Method, Probe
 from zotune.methods.ldsd.config import LDSDConfig
-from zotune.perturb import Block, PerturbationEngine, StepPlan, gaussian_direction, mix_seed
+from zotune.methods.ldsd.policy import PolicyNoise
+from zotune.perturb import NoiseSource, PerturbationEngine, StepPlan, gaussian_direction, mix_seed
 
 __all__ = ["LDSD"]
 
@@ -50,12 +51,12 @@ class LDSD(Method):
         super().setup(engine)
         self.mu = {b.index: torch.zeros(b.param.shape, dtype=torch.float32, device=b.param.device)
                    for b in engine.blocks}
+        # mu's own engine, in the same block order, so mu_b += c xi(seed) regenerates the xi the step drew, in
+        # chunks on worker threads.
+        self._mu_engine = PerturbationEngine([(b.name, self.mu[b.index]) for b in engine.blocks], "gaussian")
 
-    def direction(self, block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
-        out.normal_(generator=generator)
-        if self.config.sigma != 1.0:
-            out.mul_(self.config.sigma)
-        return out.add_(self.mu[block.index])
+    def noise_source(self) -> NoiseSource:
+        return PolicyNoise(self.config.sigma, lambda index: self.mu[index])
 
     def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
         self._candidates = []  # a skipped step never reaches observe(): start clean
@@ -95,16 +96,16 @@ class LDSD(Method):
             advantages = [(cfg.candidates * f - total) / (cfg.candidates - 1) for f in losses]
             # mu <- mu - lr * sum_i A_i xi_i / (K sigma), averaged over the step's directions.
             coefs = [-cfg.lr_mu * a / (cfg.candidates * cfg.sigma * len(self._candidates)) for a in advantages]
-            for b, _, _ in plan:
-                block, mu = self.engine.blocks[b], self.mu[b]
-                if probe_index == 0:  # cos(mu, g z*) of the first direction, with mu before its update
-                    xi = self.engine.noise(seeds[best], block, direction=gaussian_direction)
+            if probe_index == 0:  # cos(mu, g z*) of the first direction, with mu before its update
+                for b, _, _ in plan:
+                    mu = self.mu[b]
+                    xi = self.engine.noise(seeds[best], self.engine.blocks[b], direction=gaussian_direction)
                     z_best = xi.mul(cfg.sigma).add_(mu)
                     dot += float(mu.flatten() @ z_best.flatten())
                     z_sq += float(z_best.pow(2).sum())
                     mu_sq += float(mu.pow(2).sum())
-                for candidate, coef in zip(seeds, coefs):
-                    mu.add_(self.engine.noise(candidate, block, direction=gaussian_direction), alpha=coef)
+            self._mu_engine.apply_combinations([(self._mu_engine.blocks[b], list(zip(seeds, coefs)), 1.0)
+                                                for b, _, _ in plan])
         grad = probes[0].projected_grad if probes else 0.0
         # cos(mu, g z*) = sign(g) cos(mu, z*); 0 while mu is 0 (the first step).
         cosine = dot / math.sqrt(mu_sq * z_sq) * (1.0 if grad > 0 else -1.0) if mu_sq > 0 and z_sq > 0 else 0.0
@@ -129,4 +130,4 @@ class LDSD(Method):
             if tensor.shape != block.param.shape:
                 raise StateError(f"LDSD's mu for {name!r} has shape {tuple(tensor.shape)}, "
                                  f"the parameter has {tuple(block.param.shape)}")
-            self.mu[block.index] = tensor.to(torch.float32).clone()
+            self.mu[block.index].copy_(tensor)  # in place: mu's engine holds these tensors
