@@ -96,6 +96,25 @@ def test_interrupted_run_resumes_and_changed_settings_are_refused(tiny_model_dir
     assert [o.status for o in run_grid(changed, progress=False, force=True)] == ["done"]
 
 
+def test_keep_weights_false_removes_a_finished_runs_weights_and_keeps_its_results(tiny_model_dir, tiny_data_dir,
+                                                                                   tmp_path):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                 methods={"mezo": {}}, budget={"steps": 4}, keep_weights=False)
+    config = load_bench_config(grid)
+    (run,) = config.runs()
+    stray = run.output_dir / "notes.txt"  # not the run's: it stays
+    stray.parent.mkdir(parents=True)
+    stray.write_text("mine")
+    assert [o.status for o in run_grid(config, progress=False)] == ["done"]
+    assert not (run.output_dir / "checkpoint").exists() and not (run.output_dir / "best").exists()
+    assert stray.read_text() == "mine"
+    assert json.loads((run.output_dir / "summary.json").read_text())["steps"] == 4
+    assert [o.status for o in run_grid(config, progress=False)] == ["skipped"]
+    assert list(csv.DictReader(write_report(config)["csv"].open()))[0]["status"] == "finished"
+    with pytest.raises(ConfigError, match="keep_weights must be true or false"):
+        load_bench_config(_grid(tmp_path, tiny_model_dir, tiny_data_dir, keep_weights="no"))
+
+
 def test_cli_bench_in_separate_processes_reports_and_skips(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[3],
                  methods=["mezo", "adalezo"], budget={"steps": 2}, isolate=True)

@@ -7,6 +7,7 @@ The file::
     seeds: [0, 1]
     budget: {forward_passes: 400}     # exactly one of steps, forward_passes, seconds
     isolate: false                    # true: each run in its own process
+    keep_weights: true                # false: a finished run's checkpoint/ and best/ are removed (logs stay)
     common: {model: smollm2-135m, data_dir: data, eval_steps: 50}   # any `zotune train` setting
     methods:                          # label -> settings; `method` defaults to the label
       mezo: {}
@@ -64,6 +65,9 @@ class BenchConfig:
     output_dir: Path = Path("runs/bench")
     common: dict[str, Any] = field(default_factory=dict)
     isolate: bool = False
+    # False: remove a run's weights (checkpoint/, best/) once its summary is written. A long grid of full
+    # fine-tuning runs keeps 1 GB of weights per run otherwise; its results are in the logs.
+    keep_weights: bool = True
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, task by task, then seed, then method (so a cut-short grid has compared all
@@ -106,7 +110,7 @@ def _mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
 def load_bench_config(path: str | Path) -> BenchConfig:
     """Read and check a grid file; every run's settings are validated before anything runs."""
     values = load_yaml_config(path)
-    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate"}
+    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate", "keep_weights"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
@@ -127,13 +131,14 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     owned = sorted(_GRID_OWNED & set(common))
     if owned:
         raise ConfigError(f"{path}: common sets {owned}, which the grid sets itself (use seeds and budget)")
-    isolate = values.get("isolate", False)
-    if not isinstance(isolate, bool):
-        raise ConfigError(f"{path}: isolate must be true or false, got {isolate!r}")
+    isolate, keep_weights = values.get("isolate", False), values.get("keep_weights", True)
+    for name, value in (("isolate", isolate), ("keep_weights", keep_weights)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: {name} must be true or false, got {value!r}")
     config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods"),
                          tasks=_mapping(values["tasks"], f"{path}: tasks"), seeds=seeds, budget=dict(budget),
                          output_dir=Path(values.get("output_dir", "runs/bench")), common=dict(common),
-                         isolate=isolate)
+                         isolate=isolate, keep_weights=keep_weights)
     for run in config.runs():
         try:
             run.config()

@@ -134,6 +134,22 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
             notify("fail", run, index, len(runs))
             outcomes.append(RunOutcome(run, "failed", str(exc)))
             continue
+        if not config.keep_weights:
+            _remove_weights(run)
         outcomes.append(RunOutcome(run, "resumed" if resume else "done"))
     return outcomes
+
+
+# A finished run's weight folders (RUN_FILES of the training loop); its logs, summary and plots stay.
+_WEIGHT_FOLDERS = ("checkpoint", "checkpoint.old", "best", "best.old")
+
+
+def _remove_weights(run: RunSpec) -> None:
+    """Remove the weights a run of this grid wrote (``keep_weights: false``), once its summary is there."""
+    if not (run.output_dir / SUMMARY).is_file():
+        return
+    for name in _WEIGHT_FOLDERS:
+        folder = run.output_dir / name
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
