@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _precision(config) -> str:
+    """The banner's words for the weights' dtype and the forward passes' ('' for plain float32)."""
+    if config.autocast:
+        return f", {config.dtype} weights with {config.autocast} forward passes (autocast)"
+    return "" if config.dtype == "float32" else f", {config.dtype} weights"
+
+
 def _schedule(config) -> str:
     """The banner's words for a learning-rate schedule ('' for a constant rate)."""
     if config.lr_schedule().is_constant:
@@ -240,7 +247,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
               f"{_budget(config)}, lr {config.lr}{_schedule(config)}, eps {config.eps}, batch {config.batch_size}"
-              f"{parallel}",
+              f"{parallel}{_precision(config)}",
               flush=True)
     result = train(config, progress=progress)
     if not main_process:

@@ -75,3 +75,21 @@ def test_a_checkpoint_is_not_resumed_under_another_precision(tiny_model_dir, tin
     train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=3), progress=False)
     with pytest.raises(ConfigError, match="autocast"):
         train(_config(tiny_model_dir, tiny_data_dir, tmp_path, autocast=None, resume=True), progress=False)
+
+
+def test_the_cli_takes_autocast_says_it_in_the_banner_and_refuses_bad_values(tiny_model_dir, tiny_data_dir, tmp_path,
+                                                                            capsys):
+    from hostile import train_args
+
+    from zotune.cli import main
+
+    assert main(train_args(tiny_model_dir, tiny_data_dir, tmp_path / "out", "--autocast", "bfloat16")) == 0
+    assert "float32 weights with bfloat16 forward passes (autocast)" in capsys.readouterr().out
+    assert main(train_args(tiny_model_dir, tiny_data_dir, tmp_path / "bad", "--autocast", "int4")) == 2
+    assert "zotune: error: Invalid autocast: 'int4'" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--num-train", "32",
+                 "--num-dev", "8", "--num-eval", "8", "--autocast", "bfloat16"]) == 0
+    assert "rotten_tomatoes eval (8 examples)" in capsys.readouterr().out
+    assert main(["eval", "--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--dtype", "bfloat16",
+                 "--autocast", "bfloat16"]) == 2
+    assert "--autocast bfloat16 runs float32 weights" in capsys.readouterr().err
