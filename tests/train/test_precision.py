@@ -80,7 +80,6 @@ def test_a_checkpoint_is_not_resumed_under_another_precision(tiny_model_dir, tin
 def test_the_cli_takes_autocast_says_it_in_the_banner_and_refuses_bad_values(tiny_model_dir, tiny_data_dir, tmp_path,
                                                                             capsys):
     from hostile import train_args
-
     from zotune.cli import main
 
     assert main(train_args(tiny_model_dir, tiny_data_dir, tmp_path / "out", "--autocast", "bfloat16")) == 0
