@@ -20,10 +20,10 @@ from zotune.values import is_finite, is_int, reject_unknown_keys
 __all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 
 
-# Per training mode (None: all weights). Full fine-tuning's lr is tuned for the default model, and a method
-# registered with its own (``register_method(lr=...)``, set from the sweep of docs/results.md) overrides it; LoRA
+# Per training mode (None: all weights). Full fine-tuning's lr is MeZO's from the lr sweep of docs/results.md, and a
+# method registered with its own (``register_method(lr=...)``, from the same sweep) overrides it; LoRA
 # and prefix take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
-_DEFAULT_LR = {None: 1e-4, "lora": 1e-4, "prefix": 1e-2}
+_DEFAULT_LR = {None: 3e-5, "lora": 1e-4, "prefix": 1e-2}
 _DEFAULT_EPS = {None: 1e-3, "lora": 1e-2, "prefix": 1e-1}
 
 
@@ -68,7 +68,8 @@ class TrainConfig:
     max_seconds: float | None = field(default=None, metadata={
         "help": "stop once training (evaluations excluded) has taken this many seconds"})
     lr: float | None = field(default=None, metadata={
-        "help": "learning rate; default 1e-4 (tuned for the default model), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
+        "help": "learning rate; default: the method's own, chosen by the lr sweep on the default model "
+                "(docs/results.md), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
     lr_scheduler: str = field(default="constant", metadata={
         "help": "learning-rate schedule over the budget: constant, linear or cosine (docs/schedules.md)"})
     warmup_steps: int = field(default=0, metadata={"help": "steps of linear warm-up from lr / N to lr"})
