@@ -29,8 +29,8 @@ class ZOConfig:
         method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig``.
         sampler: which blocks each step perturbs and updates: a registered sampler name (``full``, ``adalezo``)
             or a ``SamplerConfig``; None: the method's own (``full`` for MeZO, ``adalezo`` for ``adalezo``).
-        lr: learning rate (1e-6, MeZO's full fine-tuning setting; ``zotune train`` uses 1e-4, tuned for its
-            default model).
+        lr: learning rate (1e-6, MeZO's full fine-tuning setting; ``zotune train`` uses each method's own, from
+            the lr sweep on its default model: docs/results.md).
         eps: perturbation scale epsilon.
         seed: seeds the optimizer's own generator.
         update: update rule: ``sgd`` (MeZO), ``momentum``, ``sign``, ``cons``, ``adam``.
