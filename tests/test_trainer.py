@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from transformers import TrainingArguments
 
 from zotune.errors import ConfigError
@@ -149,3 +150,17 @@ def test_gradient_optimizer_arguments_are_warned_about(tiny_model_and_tokenizer,
     model, tokenizer = tiny_model_and_tokenizer
     with pytest.warns(ZotuneWarning, match="ignores adam_beta1, optim"):
         ZOTrainer(model=model, args=_args(tmp_path, adam_beta1=0.5, optim="sgd"), train_dataset=_dataset(tokenizer))
+
+
+def test_bf16_training_arguments_give_bf16_forward_passes_over_float32_weights(tiny_model_and_tokenizer, tmp_path):
+    """`bf16=True` is the Trainer's autocast (through accelerate): ZOTrainer's probes run under it, as
+    `zotune train --autocast bfloat16` does, and the weights it perturbs stay float32."""
+    model, tokenizer = tiny_model_and_tokenizer
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer = ZOTrainer(model=model, args=_args(tmp_path, max_steps=2, bf16=True), train_dataset=_dataset(tokenizer),
+                        zo_method="mezo", zo_eps=1e-2)
+    trainer.train()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert trainer.zo_optimizer.forward_passes == 4
