@@ -61,6 +61,14 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     mezo_row = next(line for line in time_to_loss.splitlines() if line.startswith("| mezo |"))
     assert mezo_row.count(" passes, ") == 2 and "(" not in mezo_row, mezo_row
     assert files["dev_vs_seconds"].is_file()  # dev records carry their cost, so the dev curve is drawn
+    # Each method against mezo, run for run: 2 tasks, 4 (task, seed) pairs, the difference in points as computed.
+    versus = table.split("## Against mezo, run for run")[1].split("## Cost")[0]
+    row = next(line for line in versus.splitlines() if line.startswith("| mezo-rademacher |")).split(" | ")
+    by_run = {(r["method"], r["task"], r["seed"]): float(r["score"]) for r in rows}
+    diffs = [100 * (by_run[("mezo-rademacher", t, s)] - by_run[("mezo", t, s)])
+             for t in ("rotten_tomatoes", "sst2") for s in ("0", "1")]
+    assert row[1].startswith(f"{sum(diffs) / 4:+.1f}") and row[2].endswith("of 2") and row[3].endswith("of 4")
+    assert "| mezo |" not in versus
     # The two direction kinds really ran differently.
     summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
                  for m in ("mezo", "mezo-rademacher")]

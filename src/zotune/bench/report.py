@@ -220,6 +220,56 @@ def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference
     return "\n".join(lines)
 
 
+def _versus_table(results: list[RunResult], config: BenchConfig, reference: str) -> str:
+    """Each method against the reference on the same tasks and seeds: the papers' claims in one table.
+
+    Per method, over the (task, seed) pairs where both runs finished: the held-out metric's difference in points
+    (mean ± std over pairs), on how many tasks its mean is higher, in how many pairs its final training loss is
+    lower, its training seconds as a share of the reference's, and the wall-clock speed-up to the reference's
+    final loss (the reference's seconds to reach it over the method's; median over the pairs that reach it).
+    """
+    finished = {(r.run.method, r.run.task, r.run.seed): (r, r.row()) for r in results if r.finished}
+    lines = [f"| method | held-out vs {reference} (points) | tasks with a higher mean | runs with a lower final "
+             f"loss | training time vs {reference} | wall-clock speed-up to {reference}'s final loss |",
+             "|---|---|---|---|---|---|"]
+    for method in config.methods:
+        if method == reference:
+            continue
+        pairs = [(finished[(reference, t, s)], finished[(method, t, s)]) for t in config.tasks for s in config.seeds
+                 if (reference, t, s) in finished and (method, t, s) in finished]
+        if not pairs:
+            continue
+        scored = [(ref[1], run[1]) for ref, run in pairs if ref[1]["score"] is not None and run[1]["score"] is not None]
+        diffs = [100 * (run["score"] - ref["score"]) for ref, run in scored]
+        by_task: dict[str, list[tuple[float, float]]] = {}
+        for ref, run in scored:
+            by_task.setdefault(run["task"], []).append((run["score"], ref["score"]))
+        higher = sum(statistics.fmean(a for a, _ in v) > statistics.fmean(b for _, b in v) for v in by_task.values())
+        losses = [(ref[1]["final_train_loss"], run[1]["final_train_loss"]) for ref, run in pairs
+                  if ref[1]["final_train_loss"] is not None and run[1]["final_train_loss"] is not None]
+        lower = sum(mine < theirs for theirs, mine in losses)
+        time_share = (sum(run[1]["train_seconds"] for _, run in pairs)
+                      / max(sum(ref[1]["train_seconds"] for ref, _ in pairs), 1e-12))
+        speedups, missed = [], 0
+        for ref, run in pairs:
+            target = ref[1]["final_train_loss"]
+            if target is None:
+                continue
+            own, hit = first_reach(ref[0].curve, target), first_reach(run[0].curve, target)
+            if hit is None or own is None or hit["seconds"] <= 0:
+                missed += 1
+                continue
+            speedups.append(own["seconds"] / hit["seconds"])
+        mean, std = _mean_std(diffs) if diffs else (None, None)
+        points = "—" if mean is None else f"{mean:+.1f}" + ("" if std is None else f" ± {std:.1f}")
+        loaded = "*" if any(r[1]["loaded"] for pair in pairs for r in pair) else ""
+        speed = (f"{statistics.median(speedups):.2f}x{loaded}" if speedups else "—") + (
+            f" (not reached in {missed} of {len(pairs)})" if missed else "")
+        lines.append(f"| {method} | {points} | {higher} of {len(by_task)} | {lower} of {len(losses)} | "
+                     f"{time_share:.2f}{loaded} | {speed} |")
+    return "\n".join(lines)
+
+
 def _markdown(results: list[RunResult], config: BenchConfig) -> str:
     (kind, amount), = config.budget.items()
     finished = sum(r.finished for r in results)
@@ -257,7 +307,14 @@ def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list
             f"{reference} on the same task and seed; mean over the seeds that reach it (their count in brackets "
             f"when not all do). * : some of those runs were timed on a loaded machine (mean 1-minute load "
             f"above the CPU count + {LOADED_MARGIN}), so their seconds are not the method's alone.", "",
-            _time_to_loss_table(results, config, reference), ""]
+            _time_to_loss_table(results, config, reference), "",
+            f"## Against {reference}, run for run", "",
+            f"Over the tasks and seeds where both finished: the held-out metric's difference (points, mean ± std over "
+            f"runs), the tasks where the method's mean is higher, the runs where its final training loss is lower, "
+            f"its training time as a share of {reference}'s, and the wall-clock speed-up to {reference}'s final "
+            f"training loss ({reference}'s seconds to reach it over the method's; median over the runs that reach "
+            f"it). * : some runs were timed on a loaded machine.", "",
+            _versus_table(results, config, reference), ""]
 
 
 def _smoothed(values: list[float]) -> list[float]:
