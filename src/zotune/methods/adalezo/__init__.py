@@ -10,4 +10,5 @@ from zotune.methods.sampling import register_sampler
 __all__ = ["AdaLeZOConfig", "AdaLeZOMethodConfig", "AdaLeZOSampler", "group_layers"]
 
 register_sampler("adalezo", config_cls=AdaLeZOConfig, sampler_cls=AdaLeZOSampler)
-register_method("adalezo", config_cls=AdaLeZOMethodConfig, method_cls=MeZO, sampler="adalezo")
+# lr: the sweep's choice (configs/bench/lr-sweep.yaml, docs/results.md): 1e-5 beat 3e-6 and 3e-5; 1e-4 diverged.
+register_method("adalezo", config_cls=AdaLeZOMethodConfig, method_cls=MeZO, sampler="adalezo", lr=1e-5)
