@@ -16,7 +16,8 @@ class LDSDConfig(MethodConfig):
 
     candidates: int = field(default=5, metadata={"help": "K: one-sided candidates per step (K + 1 forward passes)"})
     sigma: float = field(default=1.0, metadata={"help": "sigma: fixed spread of the direction policy"})
-    lr_mu: float = field(default=2e-3, metadata={"help": "eta_mu: learning rate of mu (0: pure best-of-K)"})
+    # eta_mu 3e-3: the lr sweep's choice over the paper's range 1e-3..6e-3 (docs/results.md).
+    lr_mu: float = field(default=3e-3, metadata={"help": "eta_mu: learning rate of mu (0: pure best-of-K)"})
 
     def __post_init__(self) -> None:
         check_option_types(self)
