@@ -61,6 +61,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     mezo_row = next(line for line in time_to_loss.splitlines() if line.startswith("| mezo |"))
     assert mezo_row.count(" passes, ") == 2 and "(" not in mezo_row, mezo_row
     assert files["dev_vs_seconds"].is_file()  # dev records carry their cost, so the dev curve is drawn
+    assert files["heldout_vs_seconds"].read_bytes().startswith(b"\x89PNG")  # the held-out metric per second
     # Each method against mezo, run for run: 2 tasks, 4 (task, seed) pairs, the difference in points as computed.
     versus = table.split("## Against mezo, run for run")[1].split("## Cost")[0]
     row = next(line for line in versus.splitlines() if line.startswith("| mezo-rademacher |")).split(" | ")

@@ -291,6 +291,7 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
         "![training loss against wall-clock time](plots/loss_vs_seconds.png)", "",
         "![training loss against forward passes](plots/loss_vs_forward_passes.png)", "",
         "![held-out metric per task](plots/metric.png)", "",
+        "![held-out metric against training seconds, per task](plots/heldout_vs_seconds.png)", "",
         *(["![dev metric against wall-clock time](plots/dev_vs_seconds.png)", ""]
           if any(r.dev_curve for r in results) else []),
     ]
@@ -341,6 +342,28 @@ def _mean_curve(curves: list[list[dict[str, float]]], x: str, y: str = "loss",
     return xs, [statistics.fmean(values[i] for values in ys) for i in range(length)]
 
 
+def _task_panels(plt: Any, tasks: list[str]) -> tuple[Any, Any]:
+    """A figure with one panel per task, three to a row."""
+    columns = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    return plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+
+
+def _save_panels(plt: Any, fig: Any, axes: Any, used: int, path: Path) -> None:
+    """Blank the unused panels, put one legend for all panels on the first (a method may have no finished run on
+    some task) and write the figure."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    labelled = {}
+    for ax in axes.flat:
+        labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if labelled:
+        axes.flat[0].legend(list(labelled.values()), list(labelled), fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: str, path: Path, *,
                  dev: bool = False) -> None:
     """One panel per task, one line per method (mean over seeds): the EMA-smoothed training loss, or with
@@ -349,9 +372,7 @@ def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: s
 
     plt = pyplot()
     tasks = list(config.tasks)
-    columns = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
+    fig, axes = _task_panels(plt, tasks)
     for ax, task in zip(axes.flat, tasks):
         for method in config.methods:
             xs, ys = _mean_curve([r.dev_curve if dev else r.curve for r in results
@@ -362,16 +383,7 @@ def _plot_curves(results: list[RunResult], config: BenchConfig, x: str, label: s
         ax.set_title(task)
         ax.set_xlabel(label)
         ax.set_ylabel("dev metric" if dev else "training loss (EMA 0.9)")
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    labelled = {}  # one legend for all panels; a method may have no finished run on some task
-    for ax in axes.flat:
-        labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
-    if labelled:
-        axes.flat[0].legend(list(labelled.values()), list(labelled), fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    _save_panels(plt, fig, axes, len(tasks), path)
 
 
 def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> None:
@@ -402,6 +414,31 @@ def _plot_metric(results: list[RunResult], config: BenchConfig, path: Path) -> N
     plt.close(fig)
 
 
+def _plot_heldout_vs_seconds(results: list[RunResult], config: BenchConfig, path: Path) -> None:
+    """One panel per task: each method's held-out metric (mean ± std over seeds) against its training seconds
+    (mean ± std), the zero-shot score as a dashed line: what a method's wall-clock buys."""
+    from zotune.train.plots import pyplot
+
+    plt = pyplot()
+    tasks = list(config.tasks)
+    rows = [r.row() for r in results if r.finished]
+    fig, axes = _task_panels(plt, tasks)
+    for ax, task in zip(axes.flat, tasks):
+        zero_shot = _values(rows, list(config.methods), ZERO_SHOT, task, "score")
+        if zero_shot:
+            ax.axhline(statistics.fmean(zero_shot), color="grey", linestyle="--", label=ZERO_SHOT)
+        for method in config.methods:
+            scores = _values(rows, list(config.methods), method, task, "score")
+            seconds = _values(rows, list(config.methods), method, task, "train_seconds")
+            if scores and seconds:
+                (score, score_std), (second, second_std) = _mean_std(scores), _mean_std(seconds)
+                ax.errorbar([second], [score], yerr=score_std, xerr=second_std, fmt="o", capsize=2, label=method)
+        ax.set_title(task)
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel("held-out metric")
+    _save_panels(plt, fig, axes, len(tasks), path)
+
+
 def write_report(config: BenchConfig) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``plots/*.png`` in the grid's output folder from whatever runs
     have finished; return their paths."""
@@ -411,12 +448,14 @@ def write_report(config: BenchConfig) -> dict[str, Path]:
     plots.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "results.csv", "table": out / "results.md",
              "loss_vs_seconds": plots / "loss_vs_seconds.png",
-             "loss_vs_forward_passes": plots / "loss_vs_forward_passes.png", "metric": plots / "metric.png"}
+             "loss_vs_forward_passes": plots / "loss_vs_forward_passes.png", "metric": plots / "metric.png",
+             "heldout_vs_seconds": plots / "heldout_vs_seconds.png"}
     atomic_write_text(files["csv"], _csv_text(results))
     atomic_write_text(files["table"], _markdown(results, config))
     _plot_curves(results, config, "seconds", "training seconds", files["loss_vs_seconds"])
     _plot_curves(results, config, "forward_passes", "forward passes", files["loss_vs_forward_passes"])
     _plot_metric(results, config, files["metric"])
+    _plot_heldout_vs_seconds(results, config, files["heldout_vs_seconds"])
     if any(r.dev_curve for r in results):
         files["dev_vs_seconds"] = plots / "dev_vs_seconds.png"
         _plot_curves(results, config, "seconds", "training seconds", files["dev_vs_seconds"], dev=True)
