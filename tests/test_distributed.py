@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from zotune import ZOOptimizer
-from zotune.optim.distributed import ParallelContext, bytes_communicated, mean_over_ranks
+from zotune.optim.distributed import ParallelContext, bytes_communicated, close_parallel, mean_over_ranks
 
 STEPS = 3
 
@@ -60,7 +60,7 @@ def _worker(rank: int, world: int, port: int, mode: str, hidden: int, out: str) 
         weights = _train(_model(hidden), ids, lambda c: c, n_directions=2, direction_parallel=True)
     save_file(weights, f"{out}/rank{rank}.safetensors")
     Path(f"{out}/rank{rank}.json").write_text(json.dumps({"bytes": bytes_communicated()}))
-    dist.destroy_process_group()
+    close_parallel(context)  # barrier first: a rank leaving while its peer still talks makes gloo abort
 
 
 def _run_ranks(tmp_path, mode, hidden=32, world=2):
