@@ -376,7 +376,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         config.common["data_dir"] = args.data_dir
     failed = []
     if not args.report_only:
-        pace: dict[str, Any] = {"seconds": [], "started": None}  # this invocation's run times, for an estimate
+        # This invocation's times of whole runs, for an estimate: a resumed run did only part of its work, so its
+        # time is left out rather than passed off as a run's.
+        pace: dict[str, Any] = {"seconds": [], "started": None}
 
         def report(event: str, run, index: int, total: int) -> None:
             what = f"[{index + 1}/{total}] {run.method} on {run.task}, seed {run.seed}"
@@ -385,6 +387,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 pace["started"] = None
             if event == "skip":
                 print(f"{what}: finished before, skipped", flush=True)
+            elif event == "resume":
+                print(f"{what} -> {run.output_dir} (going on from its checkpoint)", flush=True)
             elif event == "start":
                 estimate = ""
                 if pace["seconds"]:

@@ -100,7 +100,8 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
     from it. A run that fails (bad data, non-finite losses, a crashed process) is reported and the grid goes on;
     the next invocation tries it again. ``force`` reruns everything from scratch.
 
-    ``on_event(event, run, index, total)`` is told ``start``, ``skip`` and ``fail`` for progress reports.
+    ``on_event(event, run, index, total)`` is told ``start`` (a run from scratch), ``resume`` (a run going on
+    from its checkpoint), ``skip`` and ``fail`` for progress reports.
 
     Raises:
         ConfigError: a finished run's settings differ from the grid's (before anything runs; pass ``force``, or
@@ -126,8 +127,8 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
             continue
         if force and run.output_dir.exists():
             shutil.rmtree(run.output_dir)
-        notify("start", run, index, len(runs))
         resume = state == "partial"
+        notify("resume" if resume else "start", run, index, len(runs))
         try:
             (_run_isolated if isolate else _run_in_process)(run, resume, progress)
         except ZotuneError as exc:
