@@ -80,9 +80,9 @@ def test_mezo_sampling_is_disjoint_and_seeded():
 
 def test_mezo_sampling_cuts_oversized_requests_with_a_warning():
     splits = {"train": [{"i": i} for i in range(10)], "validation": [{"j": 0}]}
-    with pytest.warns(UserWarning, match="the train split has 10"):
+    with pytest.warns(UserWarning, match="the train split has 10; using all of it: 8 train \\+ 2 dev"):
         data = sample_mezo(splits, num_train=100, num_dev=50, num_eval=1, seed=0)
-    assert len(data.train) + len(data.dev) == 10
+    assert len(data.train) == 8 and len(data.dev) == 2
 
 
 def test_long_prompts_are_cut_from_the_left(tiny_model_and_tokenizer):

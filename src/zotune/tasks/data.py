@@ -188,14 +188,16 @@ def sample_mezo(
     rng = random.Random(seed)
     want = num_train + num_dev
     if want > len(train_pool):
+        asked = f"{num_train} train + {num_dev} dev"
+        # dev takes at most a fifth, so a short split still leaves most rows to train on
+        num_dev = min(num_dev, len(train_pool) // 5)
+        num_train = len(train_pool) - num_dev
         warnings.warn(
-            f"Asked for {num_train} train + {num_dev} dev rows but the train split has {len(train_pool)}; "
-            "using all of it",
+            f"Asked for {asked} rows but the train split has {len(train_pool)}; "
+            f"using all of it: {num_train} train + {num_dev} dev",
             ZotuneWarning,
             stacklevel=2,
         )
-        num_dev = min(num_dev, len(train_pool) // 5)
-        num_train = len(train_pool) - num_dev
     picked = rng.sample(range(len(train_pool)), num_train + num_dev)
     if num_eval > len(eval_pool):
         warnings.warn(
