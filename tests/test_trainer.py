@@ -1,6 +1,7 @@
 """ZOTrainer: a transformers.Trainer that trains with forward passes only."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -148,8 +149,72 @@ def test_gradient_optimizer_arguments_are_warned_about(tiny_model_and_tokenizer,
     from zotune.errors import ZotuneWarning
 
     model, tokenizer = tiny_model_and_tokenizer
-    with pytest.warns(ZotuneWarning, match="ignores adam_beta1, optim"):
+    with pytest.warns(ZotuneWarning, match="ignores optim=sgd, adam_beta1=0.5"):
         ZOTrainer(model=model, args=_args(tmp_path, adam_beta1=0.5, optim="sgd"), train_dataset=_dataset(tokenizer))
+
+
+@pytest.mark.parametrize("setting", [dict(gradient_checkpointing=True), dict(neftune_noise_alpha=5.0),
+                                     dict(optim="adamw_torch"), dict(max_grad_norm=1.0)])
+def test_every_argument_that_changes_nothing_under_zo_is_named_once(tiny_model_and_tokenizer, tmp_path, setting):
+    """Against ZOTrainingArguments' defaults (adamw_torch_fused, max_grad_norm 0), each of these was silent."""
+    from zotune.errors import ZotuneWarning
+
+    model, tokenizer = tiny_model_and_tokenizer
+    (name,) = setting
+    args = ZOTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **setting)
+    with pytest.warns(ZotuneWarning, match=f"ignores {name}=") as caught:
+        ZOTrainer(model=model, args=args, train_dataset=_dataset(tokenizer))
+    assert sum("ignores" in str(w.message) for w in caught) == 1
+
+
+def test_defaults_say_nothing_and_zo_training_arguments_default_to_a_constant_schedule(tmp_path, recwarn):
+    assert ZOTrainingArguments(output_dir=str(tmp_path), use_cpu=True).lr_scheduler_type == "constant"
+    assert ZOTrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                               lr_scheduler_type="cosine").lr_scheduler_type == "cosine"
+    from zotune.integrations.trainer import _ignored_arguments
+
+    assert _ignored_arguments(ZOTrainingArguments(output_dir=str(tmp_path), use_cpu=True)) == []
+    assert _ignored_arguments(TrainingArguments(output_dir=str(tmp_path), use_cpu=True)) == []
+
+
+class _CustomLoss(ZOTrainer):
+    """The custom-loss pattern of the transformers docs: compute_loss takes the labels out of the inputs."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits[:, :-1]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+
+
+@pytest.mark.parametrize("trainer_cls, setting", [(ZOTrainer, dict(label_smoothing_factor=0.1)), (_CustomLoss, {})],
+                         ids=["label-smoothing", "custom-compute-loss"])
+def test_losses_that_consume_the_labels_train(tiny_model_and_tokenizer, tmp_path, trainer_cls, setting):
+    """Every probe sees the labels: the second forward pass of a step used to find them popped by the first."""
+    model, tokenizer = tiny_model_and_tokenizer
+    trainer = trainer_cls(model=model, args=_args(tmp_path, max_steps=3, **setting), train_dataset=_dataset(tokenizer),
+                          zo_eps=1e-2)
+    trainer.train()
+    assert trainer.zo_optimizer.step_count == 3 and trainer.zo_optimizer.forward_passes == 6
+    assert all(math.isfinite(loss) for p in trainer.zo_optimizer.last_probes for loss in p.losses)
+
+
+def test_fp16_trains_without_accelerates_gradient_scaler(tiny_model_and_tokenizer, tmp_path, monkeypatch):
+    """On CUDA, fp16=True gives accelerate a GradScaler whose step asserts it saw gradients; a CPU accelerator
+    given one reproduces that (an AssertionError at the optimizer step before the fix)."""
+    import accelerate
+    import transformers.trainer
+
+    class WithScaler(accelerate.Accelerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scaler = torch.amp.GradScaler("cpu")
+
+    monkeypatch.setattr(transformers.trainer, "Accelerator", WithScaler)
+    model, tokenizer = tiny_model_and_tokenizer
+    trainer = ZOTrainer(model=model, args=_args(tmp_path, max_steps=2), train_dataset=_dataset(tokenizer), zo_eps=1e-2)
+    assert trainer.accelerator.scaler is None
+    trainer.train()
+    assert trainer.zo_optimizer.step_count == 2
 
 
 def test_bf16_training_arguments_give_bf16_forward_passes_over_float32_weights(tiny_model_and_tokenizer, tmp_path):

@@ -18,6 +18,7 @@ schedule (``lr_scheduler_type="constant"``), the Trainer's default is linear dec
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ class ZOTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the zeroth-order settings (as ``Seq2SeqTrainingArguments`` adds its own).
 
     ``learning_rate``, ``weight_decay``, ``seed`` and the schedule are the Trainer's; ``max_grad_norm`` defaults
-    to 0 here, as there is no gradient to clip.
+    to 0 here, as there is no gradient to clip, and ``lr_scheduler_type`` to ``constant``, MeZO's schedule
+    (arXiv 2305.17333, appendix E), where the Trainer's default is a linear decay.
     """
 
     zo_method: str = field(default="mezo", metadata={"help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner"})
@@ -50,6 +52,8 @@ class ZOTrainingArguments(TrainingArguments):
     zo_method_options: str = field(default="{}", metadata={
         "help": 'options of the method and its sampler, as JSON (e.g. \'{"sample_fraction": 0.3}\')'})
     max_grad_norm: float = field(default=0.0, metadata={"help": "unused by ZO training (no gradients)"})
+    lr_scheduler_type: str = field(default="constant", metadata={
+        "help": "the learning-rate schedule (constant, MeZO's, unless set: linear, cosine, ...)"})
 
     def zo_settings(self) -> dict[str, Any]:
         """The ``ZOOptimizer`` arguments these settings give (besides lr, weight decay and seed)."""
@@ -64,9 +68,24 @@ class ZOTrainingArguments(TrainingArguments):
                     sampler=self.zo_sampler, method_options=options)
 
 
-# TrainingArguments that only a gradient optimizer reads, with the values at which they say nothing.
-_GRADIENT_ONLY = {"adam_beta1": (0.9,), "adam_beta2": (0.999,), "adam_epsilon": (1e-8,), "optim_args": (None,),
-                  "max_grad_norm": (0.0, 1.0)}
+# TrainingArguments that only a gradient optimizer or a backward pass reads: set to anything but their default,
+# they change nothing under ZO, and ZOTrainer says so once.
+_GRADIENT_ONLY = ("optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2", "adam_epsilon",
+                  "max_grad_norm", "gradient_checkpointing", "activation_checkpointing", "neftune_noise_alpha")
+
+
+def _ignored_arguments(args: TrainingArguments) -> list[str]:
+    """The gradient-only arguments set to something other than the default of ``args``' own class (a default of
+    None also covers the False that ``__post_init__`` turns it into)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    ignored = []
+    for name in _GRADIENT_ONLY:
+        if name not in defaults:  # an argument this transformers version does not have
+            continue
+        value, default = getattr(args, name), defaults[name]
+        if value != default and not (default is None and not value):
+            ignored.append(f"{name}={getattr(value, 'value', value)}")  # an enum's value, not its repr
+    return ignored
 
 
 class _StepInTrainingStep(ZOOptimizer):
@@ -106,11 +125,16 @@ class ZOTrainer(Trainer):
         self.zo_eps = self.args.zo_eps if from_args else (1e-3 if zo_eps is None else zo_eps)
         self.zo_options = self.args.zo_settings() if from_args else dict(zo_options or {})
         self.zo_optimizer: ZOOptimizer | None = None
-        ignored = [name for name, quiet in _GRADIENT_ONLY.items() if getattr(self.args, name, None) not in quiet]
-        ignored += ["optim"] if "adamw" not in str(self.args.optim).lower() else []
+        ignored = _ignored_arguments(self.args)
         if ignored:
-            warnings.warn(f"ZOTrainer ignores {', '.join(ignored)}: they configure a gradient optimizer",
-                          ZotuneWarning, stacklevel=2)
+            warnings.warn(f"ZOTrainer ignores {', '.join(ignored)}: they configure gradients, a gradient optimizer "
+                          "or a backward pass, and zeroth-order training has none", ZotuneWarning, stacklevel=2)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        # fp16 gives accelerate a gradient scaler, whose step asserts that it saw gradients: a ZO step has none to
+        # scale (its losses are plain floats), so the scaler goes and the fp16 autocast of the forward passes stays.
+        self.accelerator.scaler = None
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -124,7 +148,10 @@ class ZOTrainer(Trainer):
                       num_items_in_batch: Any = None) -> torch.Tensor:
         model.eval()  # dropout would let L+ and L- see two different networks
         inputs = self._prepare_inputs(inputs)
-        closure = self._data_parallel(lambda: self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch))
+        # Each forward pass gets its own shallow copy: label smoothing and custom compute_loss methods pop
+        # "labels" from the dict they are given, and a step calls compute_loss at least twice.
+        closure = self._data_parallel(
+            lambda: self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch))
         loss = self.zo_optimizer.step(closure)
         return torch.tensor(loss, device=self.args.device)
 

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,9 @@ class ZOOptimizer(torch.optim.Optimizer):
                                          deferred=perturbation == "deferred")
         self.perturbation = perturbation
         self._hooks = attach_perturbation_hooks(params, self.engine) if self.engine.deferred else []
+        # When the optimizer goes (collected or closed), its noise threads stop and its hooks leave the model,
+        # even while the model lives on; the finalizer holds the engine and the hooks, never the optimizer.
+        self._release = weakref.finalize(self, _release, self.engine, self._hooks)
         self.method.setup(self.engine)
         self.sampler.setup(self.engine)
         self.update_name = update
@@ -183,6 +187,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         """
         if closure is None:
             raise ConfigError("ZOOptimizer.step needs a closure that returns the loss")
+        if getattr(self, "_closed", False):
+            raise StateError("This ZOOptimizer was closed; build a new one to go on training")
         group = self.param_groups[0]
         started = time.perf_counter()
         self._forward_seconds = 0.0
@@ -295,7 +301,20 @@ class ZOOptimizer(torch.optim.Optimizer):
         """Detach the deferred-perturbation hooks from the model (the optimizer cannot step afterwards)."""
         for handle in self._hooks:
             handle.remove()
-        self._hooks = []
+        self._hooks.clear()
+
+    def close(self) -> None:
+        """Stop the optimizer's noise threads and detach its hooks from the model. Happens by itself when the
+        optimizer is collected; ``with ZOOptimizer(...) as opt:`` does it at the end of the block. The optimizer
+        cannot step afterwards."""
+        self._release()
+        self._closed = True
+
+    def __enter__(self) -> ZOOptimizer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def _skip(self, probes: list[Probe], started: float) -> float:
         self._check_restored()
@@ -360,6 +379,13 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.sampler.load_state_dict(zo["sampler_state"])
 
 
+
+
+def _release(engine: PerturbationEngine, hooks: list) -> None:
+    engine.close()
+    for handle in hooks:
+        handle.remove()
+    hooks.clear()
 
 
 def _loss_value(loss: Any) -> float:

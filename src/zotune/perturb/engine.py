@@ -21,6 +21,7 @@ Two ways to perturb:
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ DirectionFn = Callable[["Block", torch.Generator, torch.Tensor], torch.Tensor]
 def gaussian_direction(block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
     """z ~ N(0, I), the MeZO direction."""
     return out.normal_(generator=generator)
+
+
+_WORKER = threading.local()  # marks the noise threads of every engine
+
+
+def _mark_worker() -> None:
+    _WORKER.marked = True
 
 
 def default_workers() -> int:
@@ -115,6 +123,7 @@ class PerturbationEngine:
         self._local = threading.local()  # per-thread chunk buffers
         self.workers = default_workers() if workers is None else workers
         self._pool: ThreadPoolExecutor | None = None
+        self._closer: weakref.finalize | None = None
         # Deferred mode: block index -> {seed: coef} still to be added to theta for a forward pass.
         self.pending: dict[int, dict[int, float]] | None = {} if deferred else None
         # In-place mode: block index -> {seed: coef} written into the weights by ``perturb`` and not yet undone,
@@ -228,20 +237,31 @@ class PerturbationEngine:
                 self.add_combination(block, terms, decay=decay)
             return
         if self._pool is None:
+            # The initializer is a module function: a bound method would let the threads hold the engine, and
+            # neither would ever be collected. The finalizer stops the threads when the engine goes.
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="zotune-noise",
-                                            initializer=self._mark_worker)
+                                            initializer=_mark_worker)
+            self._closer = weakref.finalize(self, self._pool.shutdown, wait=False)
         # Largest first, so the threads end together; the pool hands out jobs as threads free up.
         ordered = sorted(jobs, key=lambda job: -job[0].param.numel())
         futures = [self._pool.submit(self.add_combination, b, t, decay=d) for b, t, d in ordered]
         for future in futures:
             future.result()
 
-    def _mark_worker(self) -> None:
-        self._local.worker = True
+    def close(self) -> None:
+        """Stop the noise threads (waiting for any job in flight). The engine still works afterwards: it adds
+        noise on the calling thread until it needs the threads again, which start anew."""
+        pool, self._pool = self._pool, None
+        if self._closer is not None:
+            self._closer.detach()
+            self._closer = None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
-    def _on_worker(self) -> bool:
-        """Whether this is one of the engine's noise threads, which keep every op on their own thread."""
-        return getattr(self._local, "worker", False)
+    @staticmethod
+    def _on_worker() -> bool:
+        """Whether this is one of the engines' noise threads, which keep every op on their own thread."""
+        return getattr(_WORKER, "marked", False)
 
     def _add_noise_terms(self, target: torch.Tensor, block: Block, terms: Sequence[tuple[int, float]]) -> None:
         """target += sum coef z(seed) for a float32 tensor shaped like the block, chunk by chunk when streamable."""

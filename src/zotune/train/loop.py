@@ -464,6 +464,7 @@ class _Run:
         return result
 
     def close_logs(self) -> None:
+        self.optimizer.close()  # its noise threads end with the training, not with the process
         self.logger.close()
         if self.seed_log:
             self.seed_log.close()
