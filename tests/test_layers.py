@@ -15,7 +15,7 @@ LAYERS = [
     {"methods"},
     {"optim"},
     {"assets", "tasks"},
-    {"integrations"},
+    {"integrations", "trainer"},
     {"train"},
     {"bench", "cli", "__main__", "__init__"},
 ]

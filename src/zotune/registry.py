@@ -12,16 +12,19 @@ from zotune.errors import RegistryError, UnknownNameError
 __all__ = ["Registry"]
 
 T = TypeVar("T")
-_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9]*([_-][a-z0-9]+)*$")
 
 
-def _normalise(name: str) -> str:
-    # Users type "zo-finetuner" on the command line; keys are snake_case.
+def normalise(name: str) -> str:
+    """The lookup key of a name: ``zo-finetuner`` and ``zo_finetuner`` are one name (case is ignored too)."""
     return name.strip().lower().replace("-", "_")
 
 
 class Registry(Generic[T]):
-    """A mapping from lowercase snake_case names to objects, filled at import time.
+    """A mapping from lowercase names to objects, filled at import time.
+
+    A name is shown as registered (``zo-finetuner``) and found under either spelling of its separators
+    (``zo_finetuner`` too), so one name is printed everywhere and the other is an alias.
 
     Args:
         kind: what the entries are ("method", "task", ...), used in error messages.
@@ -29,19 +32,23 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self._entries: dict[str, T] = {}  # by lookup key
+        self._shown: dict[str, str] = {}  # lookup key -> the name as registered
 
     def register(self, name: str, obj: T) -> T:
         """Add ``obj`` under ``name``.
 
         Raises:
-            RegistryError: the name is not snake_case or is taken.
+            RegistryError: the name is not lowercase words joined by ``_`` or ``-``, or is taken (in either
+                spelling).
         """
-        if not _KEY.match(name):
-            raise RegistryError(f"Invalid {self.kind} name {name!r} (must be lowercase snake_case)")
-        if name in self._entries:
+        if not _NAME.match(name):
+            raise RegistryError(f"Invalid {self.kind} name {name!r} (must be lowercase words joined by _ or -)")
+        key = normalise(name)
+        if key in self._entries:
             raise RegistryError(f"{self.kind} {name!r} is already registered")
-        self._entries[name] = obj
+        self._entries[key] = obj
+        self._shown[key] = name
         return obj
 
     def get(self, name: str) -> T:
@@ -50,20 +57,26 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: with close matches and the list of available names.
         """
-        key = _normalise(name)
+        key = normalise(name)
         if key in self._entries:
             return self._entries[key]
-        close = difflib.get_close_matches(key, self._entries, n=3, cutoff=0.6)
+        close = [self._shown[k] for k in difflib.get_close_matches(key, self._entries, n=3, cutoff=0.6)]
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownNameError(
             f"Unknown {self.kind} {name!r}.{hint} Available: {', '.join(self.names())}"
         )
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """The names as registered, sorted."""
+        return sorted(self._shown.values())
+
+    def canonical(self, name: str) -> str:
+        """The registered spelling of ``name`` (``zo_finetuner`` -> ``zo-finetuner``); raises as ``get``."""
+        self.get(name)
+        return self._shown[normalise(name)]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _normalise(name) in self._entries
+        return isinstance(name, str) and normalise(name) in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -29,6 +29,7 @@ from zotune.methods import (
 from zotune.optim.config import PERTURBATIONS, ZOConfig
 from zotune.optim.updates import UpdateContext
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
+from zotune.registry import normalise
 from zotune.values import is_real
 
 __all__ = ["ZOOptimizer", "StepRecord", "ZOConfig", "PERTURBATIONS"]
@@ -368,7 +369,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         mine_by_key = (("method", self.method.config.name), ("sampler", self.sampler.config.name),
                        ("update", self.update_name))
         for key, mine in mine_by_key:
-            if zo[key] != mine:
+            if normalise(zo[key]) != normalise(mine):  # zo_finetuner (older states) is zo-finetuner
                 raise StateError(f"State dict is for {key}={zo[key]!r}, this optimizer has {key}={mine!r}")
         super().load_state_dict(state_dict)
         self._generator.set_state(zo["generator"])

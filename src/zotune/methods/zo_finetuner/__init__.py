@@ -1,4 +1,5 @@
-"""ZO Fine-tuner: registers ``zo_finetuner`` (also spelt ``zo-finetuner``) (per-block perturbation scales from a meta-trained controller)."""
+"""ZO Fine-tuner: registers ``zo-finetuner`` (also found as ``zo_finetuner``), per-block perturbation scales from
+a meta-trained controller."""
 
 from zotune.methods.base import register_method
 from zotune.methods.zo_finetuner.config import ZOFinetunerConfig
@@ -8,4 +9,4 @@ from zotune.methods.zo_finetuner.method import ZOFinetuner
 __all__ = ["ZOFinetuner", "ZOFinetunerConfig", "ControllerBank"]
 
 # lr: the sweep's choice (configs/bench/lr-sweep.yaml, docs/results.md): 1e-5 beat 3e-5.
-register_method("zo_finetuner", config_cls=ZOFinetunerConfig, method_cls=ZOFinetuner, lr=1e-5)
+register_method("zo-finetuner", config_cls=ZOFinetunerConfig, method_cls=ZOFinetuner, lr=1e-5)
