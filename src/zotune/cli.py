@@ -254,11 +254,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     zs, fin = result.zero_shot.get("eval_score"), result.final.get("eval_score")
     metric = config.build_task().metric
-    print(f"\nHeld-out {metric} ({config.num_eval} examples):")
+    print(f"\nHeld-out {metric} ({result.data.get('eval', config.num_eval)} examples):")
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")
     if fin is not None:
-        if not config.num_dev:
+        if not result.data.get("dev", config.num_dev):
             chosen = f"final weights, step {result.steps}: no dev set to select with"
         elif config.save_best:
             chosen = f"best dev {result.best_dev_score:.4f} at step {result.best_step}" + (

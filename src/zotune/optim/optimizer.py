@@ -149,6 +149,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.update_name = update
         self.fuse_restore = config.fuse_restore
         self.seed = seed
+        # The largest finite value of the trainable tensors' narrowest float type (fp16: 65504).
+        self._dtype_max = min(torch.finfo(p.dtype).max for _, p in named)
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         self.step_count = 0
         self.forward_passes = 0
@@ -191,6 +193,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         if getattr(self, "_closed", False):
             raise StateError("This ZOOptimizer was closed; build a new one to go on training")
         group = self.param_groups[0]
+        self._check_group(group)
         started = time.perf_counter()
         self._forward_seconds = 0.0
         generator_state = self._generator.get_state()
@@ -225,16 +228,16 @@ class ZOOptimizer(torch.optim.Optimizer):
                 continue
             probe = self.method.probe(loss_fn, mix_seed(step_seed, i), group["eps"], plan)
             probes.append(probe)
-            keep_pending = (i == n - 1 and self.fuse_restore and not self.engine.deferred
-                            and math.isfinite(probe.projected_grad))
+            usable = self._usable(probe.projected_grad, group["lr"], n)
+            keep_pending = i == n - 1 and self.fuse_restore and not self.engine.deferred and usable
             if probe.restore is not None and not keep_pending:
                 self.engine.perturb(probe.restore[0], probe.restore[1], plan)
                 probe.restore = None
-            if not math.isfinite(probe.projected_grad) and self.direction_split is None:
+            if not usable and self.direction_split is None:
                 return self._skip(probes, started)
         if self.direction_split is not None:
             probes = self._share_probes(probes, step_seed)
-            if not all(math.isfinite(p.projected_grad) for p in probes):
+            if not all(self._usable(p.projected_grad, group["lr"], n) for p in probes):
                 return self._skip(probes, started)
         probing = time.perf_counter() - probing_started
         forward_in_probes = self._forward_seconds
@@ -270,6 +273,24 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.consecutive_skips = 0
         self._time_step(started, perturb=probing - forward_in_probes, update=updating)
         return sum(p.loss for p in probes) / n
+
+    def _usable(self, projected_grad: float, lr: float, n: int) -> bool:
+        """Whether a direction's projected gradient can be applied: finite, and its step ``lr g / n`` times a
+        draw of z (|z| <= 16: a Gaussian beyond 16 sigma has probability below 1e-57) representable in the
+        weights' dtype. Losses near the float range (a finite 3e38 from a closure) otherwise write inf
+        weights, or overflow the float32 buffers of momentum and adam."""
+        largest = max(abs(projected_grad), abs(lr * projected_grad / n))
+        return math.isfinite(projected_grad) and 16.0 * largest < self._dtype_max
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """The settings a user may change between steps (``param_groups[0]["lr"] = ...``, a scheduler),
+        checked before they touch a weight: a NaN lr would silently turn every weight NaN."""
+        for key, low in (("lr", 0.0), ("eps", None)):
+            value = group[key]
+            if not is_real(value) or not math.isfinite(value) or (low is None and value <= 0) or (
+                    low is not None and value < low):
+                need = "a finite number >= 0" if low is not None else "a finite number > 0"
+                raise ConfigError(f"Invalid {key}: {value!r} in param_groups[0] (must be {need})")
 
     def _time_step(self, started: float, *, perturb: float = 0.0, update: float = 0.0) -> None:
         total = time.perf_counter() - started
@@ -326,9 +347,12 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.last_probes = probes
         self.last_record.grads = [p.projected_grad for p in probes]
         self.last_record.skipped = True
+        losses = [p.losses for p in probes]
+        what = ("Non-finite loss" if not all(math.isfinite(v) for pair in losses for v in pair)
+                else "Projected gradient beyond the weights' float range")
         warnings.warn(
-            f"Non-finite loss at step {self.step_count - 1} "
-            f"(losses {[p.losses for p in probes]}); the step was skipped and the weights restored",
+            f"{what} at step {self.step_count - 1} (losses {losses}, projected gradients "
+            f"{self.last_record.grads}); the step was skipped and the weights restored",
             ZotuneWarning,
             stacklevel=3,
         )
@@ -454,11 +478,14 @@ def _named_trainable(params: Any) -> list[tuple[str, torch.Tensor]]:
     items = list(params)
     if items and isinstance(items[0], dict):
         raise ConfigError("ZOOptimizer takes one parameter group; pass a module or a list of tensors")
-    named = []
+    named, seen = [], {}
     for i, item in enumerate(items):
         name, tensor = item if isinstance(item, tuple) else (f"param.{i}", item)
         if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
             raise ConfigError(f"Parameter {name!r} is not a floating-point tensor")
+        if id(tensor) in seen:  # it would be perturbed and updated twice a step (torch.optim refuses it too)
+            raise ConfigError(f"Parameter {name!r} is given twice (first as {seen[id(tensor)]!r})")
+        seen[id(tensor)] = name
         if tensor.requires_grad:
             named.append((name, tensor))
     return named

@@ -163,15 +163,7 @@ class PerturbationEngine:
             self.apply_combinations([(self.blocks[b], [(seed, scale * s)], 1.0) for b, s, _ in plan])
         ledger = self.applied if self.pending is None else self.pending
         for b, block_scale, _ in plan:
-            terms = ledger.setdefault(b, {})
-            # +eps, -2 eps, +eps (and LDSD's +eps, -eps) cancel exactly in float64: scaling by 2 is exact.
-            coef = terms.get(seed, 0.0) + scale * block_scale
-            if coef == 0.0:
-                terms.pop(seed, None)
-                if not terms:
-                    del ledger[b]
-            else:
-                terms[seed] = coef
+            _add_to_ledger(ledger, b, seed, scale * block_scale)
 
     def undo_perturbations(self) -> None:
         """Take back every probe not yet undone: deferred terms are dropped; in-place ones are subtracted from
@@ -296,8 +288,23 @@ class PerturbationEngine:
             z = self.noise(seed, block)
             if not restored and seed == restore[0]:
                 add_noise(block.param, z, restore[1])
+                _add_to_ledger(self.applied, block.index, *restore)  # a later failure takes back the rest only
                 restored = True
             acc.add_(z, alpha=coef)
         if not restored:
             self.add_combination(block, [restore])
+            _add_to_ledger(self.applied, block.index, *restore)
         return acc
+
+
+def _add_to_ledger(ledger: dict[int, dict[int, float]], block: int, seed: int, coef: float) -> None:
+    """Note ``coef * z(seed)`` as added to block ``block``; terms that come back to 0 leave the ledger."""
+    terms = ledger.setdefault(block, {})
+    # +eps, -2 eps, +eps (and LDSD's +eps, -eps) cancel exactly in float64: scaling by 2 is exact.
+    total = terms.get(seed, 0.0) + coef
+    if total == 0.0:
+        terms.pop(seed, None)
+        if not terms:
+            del ledger[block]
+    else:
+        terms[seed] = total

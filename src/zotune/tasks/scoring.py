@@ -8,6 +8,7 @@ every other position.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,7 +144,9 @@ def evaluate(
 
     Returns ``accuracy`` and ``loss`` (cross-entropy over the candidates) for classification and multiple choice;
     ``em``, ``f1`` and ``loss`` (LM loss of the first gold answer) for examples with gold answers (QA, decoded
-    greedily, which needs ``tokenizer``). ``score`` is the task's main metric: accuracy, or F1 for QA.
+    greedily, which needs ``tokenizer``). ``score`` is the task's main metric: accuracy, or F1 for QA. A model
+    whose outputs are not finite (a diverged fine-tune) scores NaN: the argmax of NaN logits is arbitrary, and a
+    number would claim an accuracy the model does not have.
     """
     if examples and examples[0].answers:
         if tokenizer is None:
@@ -153,14 +156,16 @@ def evaluate(
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].candidates))
     batches = [[examples[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
     batches = [group for batch in batches for group in _by_candidate_count(batch)]
-    correct, loss_sum = 0, 0.0
+    correct, loss_sum, finite = 0, 0.0, True
     for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False, unit="batch", dynamic_ncols=True):
         scores = candidate_scores(model, batch, pad_id).cpu()
         target = torch.tensor([ex.label for ex in batch])
+        finite = finite and bool(torch.isfinite(scores).all())
         correct += int((scores.argmax(-1) == target).sum())
         loss_sum += F.cross_entropy(scores, target, reduction="sum").item()
     count = max(len(examples), 1)
-    return {"accuracy": correct / count, "loss": loss_sum / count, "score": correct / count}
+    accuracy = correct / count if finite else math.nan
+    return {"accuracy": accuracy, "loss": loss_sum / count if finite else math.nan, "score": accuracy}
 
 
 def _by_candidate_count(batch: list[Encoded]) -> list[list[Encoded]]:
@@ -181,6 +186,8 @@ def _evaluate_generation(model, examples, pad_id, tokenizer, batch_size, desc, m
             f1 += f1_score(prediction, ex.answers)
         loss -= candidate_scores(model, batch, pad_id).sum().item()
     count = max(len(examples), 1)
+    if not math.isfinite(loss):  # answers decoded from non-finite logits are noise
+        em = f1 = loss = math.nan
     return {"em": em / count, "f1": f1 / count, "loss": loss / count, "score": f1 / count}
 
 

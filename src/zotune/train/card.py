@@ -16,9 +16,10 @@ def model_card(config: Any, result: Any, metric: str) -> str:
     local = Path(config.model).exists()
     base = f"base_model: {config.model}\n" if not local and "/" in config.model else ""
     zero_shot, final = result.zero_shot.get("eval_score"), result.final.get("eval_score")
-    chosen = (f"the best-dev weights (step {result.best_step} of {result.steps})" if config.num_dev
+    sizes = result.data or {"train": config.num_train, "dev": config.num_dev, "eval": config.num_eval}
+    chosen = (f"the best-dev weights (step {result.best_step} of {result.steps})" if sizes["dev"]
               else f"the final weights (step {result.steps}; no dev set)")
-    scores = (f"| held-out {metric} ({config.num_eval} examples) | {zero_shot:.4f} | {final:.4f} |\n"
+    scores = (f"| held-out {metric} ({sizes['eval']} examples) | {zero_shot:.4f} | {final:.4f} |\n"
               if zero_shot is not None and final is not None else "")
     adapter = f", {config.peft} adapter" if config.peft else ""
     return f"""---
@@ -41,7 +42,7 @@ Trained by zotune {__version__} with **{config.method}** (update rule
 | learning rate, eps | {config.lr}, {config.eps} |
 | batch size, directions | {config.batch_size}, {config.n_directions} ({config.directions}) |
 | seed, data seed | {config.seed}, {config.data_seed} |
-| data | task {config.task}, {config.num_train} training / {config.num_dev} dev / {config.num_eval} held-out examples |
+| data | task {config.task}, {sizes['train']} training / {sizes['dev']} dev / {sizes['eval']} held-out examples |
 
 | | zero-shot | fine-tuned |
 |---|---|---|

@@ -59,6 +59,8 @@ _FRESH_STREAM = 0xF4E5  # seeds the fresh-batch stream, apart from the training 
 
 @dataclass
 class TrainResult:
+    # The rows the run used, after sampling: a split shorter than asked for gives fewer than --num-*.
+    data: dict[str, int] = field(default_factory=dict)
     zero_shot: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     best_dev_score: float = float("nan")
@@ -136,7 +138,10 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
         raise StateError(f"Corrupt checkpoint in {folder}: its run fingerprint is malformed")
     new = current["settings"]
     old = with_defaults(saved["settings"], new)  # settings newer than the checkpoint: their defaults
-    changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+    # A budget the checkpoint left out (its schedule was constant) is unknown, not the default: never name a
+    # value the run did not use.
+    unknown = {key for key in ("steps", "max_forward_passes") if key not in saved["settings"]}
+    changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted((set(old) | set(new)) - unknown)
                if old.get(key) != new.get(key)]
     if saved.get("data_sha256") != current["data_sha256"]:
         changed.append("the sampled data (a data file, --data-seed or a --num-* size changed)")
@@ -266,6 +271,7 @@ class _Run:
                            num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
         self.train_ex, self.dev_ex, self.eval_ex = (encode(task, rows, self.tokenizer, max_length=max_length)
                                                     for rows in (data.train, data.dev, data.eval))
+        self.data_sizes = {"train": len(self.train_ex), "dev": len(self.dev_ex), "eval": len(self.eval_ex)}
         if config.batch_size > len(self.train_ex):
             raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(self.train_ex)} "
                               "training examples)")
@@ -282,7 +288,7 @@ class _Run:
     def _open_logs(self, previous: list[str]) -> None:
         """Restore the checkpoint (resume) or clear the folder (overwrite), then open the seed log and metrics."""
         config, out, model, optimizer = self.config, self.out, self.model, self.optimizer
-        self.result = TrainResult(output_dir=str(out))
+        self.result = TrainResult(data=dict(self.data_sizes), output_dir=str(out))
         self.state: dict[str, Any] = {"step": 0, "best_dev": -1.0, "best_dev_loss": float("inf"), "best_step": 0,
                                       "train_seconds": 0.0, "fingerprint": self.fingerprint}
         self.seed_log_path = seed_log_path = out / "seeds.jsonl"
@@ -404,8 +410,17 @@ class _Run:
             replace_folder(self.out / "best", lambda tmp: (self.model.save_pretrained(tmp),
                                                            self.tokenizer.save_pretrained(tmp)))
 
+    def _check_finite_weights(self, done: int, what: str) -> None:
+        """A diverged model is never saved as good: the last checkpoint (and best/) stay as they were."""
+        bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f"The weights became non-finite by step {done} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}): "
+                f"not saved as {what}; the last checkpoint in {self.out / 'checkpoint'} is kept (try a smaller --lr)")
+
     def checkpoint(self, done: int) -> None:
         """Save the run as of step ``done`` (its seed log first: it must hold every step the checkpoint does)."""
+        self._check_finite_weights(done, "a checkpoint")
         self._stop_clock()
         self.state["step"] = done
         if self.writes:
@@ -435,6 +450,11 @@ class _Run:
                              "seconds": self.state["train_seconds"], **dev})
         for record in self.optimizer.sampler.report():  # e.g. AdaLeZO's layer draws over the interval
             self.logger.log({"kind": "sampler", "step": done, **record})
+        if dev and not math.isfinite(dev["loss"]):
+            # NaN or inf outputs: every later probe is non-finite and skipped, so the run cannot recover.
+            raise NonFiniteLossError(
+                f"The model's outputs became non-finite by step {done} (dev loss {dev['loss']}): it has diverged; "
+                f"the last checkpoint in {self.out / 'checkpoint'} and best/ are kept (try a smaller --lr or --eps)")
         if dev and (dev["score"], -dev["loss"]) > (self.state["best_dev"], -self.state["best_dev_loss"]):
             self.state.update(best_dev=dev["score"], best_dev_loss=dev["loss"], best_step=done)
             if self.config.save_best:
@@ -451,6 +471,7 @@ class _Run:
         result.machine = machine_info()
         if not self.dev_ex:  # nothing to select with: the final weights are the ones scored and saved
             state.update(best_dev=float("nan"), best_step=result.steps)
+            self._check_finite_weights(result.steps, "best/")
             if config.save_best:
                 self.save_best()
         result.best_dev_score, result.best_step = state["best_dev"], state["best_step"]
