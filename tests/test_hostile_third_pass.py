@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hostile import train_args
+from hostile import expect_one_line_error, train_args
 from zotune.cli import main
 
 # --- a diverged model is never best, never good, never scored -----------------------------------------------
@@ -76,3 +76,33 @@ def test_a_refused_resume_never_names_a_budget_the_run_did_not_use(run, tiny_mod
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "lr_scheduler 'constant' -> 'cosine'" in err and "steps 60" not in err
+
+
+# --- a full disk, a deleted best/ ---------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_folder_and_the_space(run, tiny_model_dir,
+                                                                                          capsys, monkeypatch):
+    import zotune.train.checkpoint as checkpoint
+
+    def full(*args, **kwargs):  # what safetensors raises when the disk fills
+        raise Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                        'message: "No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    before = (run / "out" / "checkpoint" / "weights.safetensors").read_bytes()
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--resume", "--steps", "6")) == 2
+    expect_one_line_error(capsys, "No space left on device to save checkpoint: it needs about")
+    assert (run / "out" / "checkpoint" / "weights.safetensors").read_bytes() == before
+
+
+def test_resume_with_best_deleted_is_refused_before_training(run, tiny_model_dir, capsys):
+    import shutil
+
+    shutil.rmtree(run / "out" / "best")
+    metrics = (run / "out" / "metrics.jsonl").read_text()
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--resume", "--steps", "6")) == 2
+    expect_one_line_error(capsys, "best is missing or incomplete")
+    assert (run / "out" / "metrics.jsonl").read_text() == metrics  # nothing trained, nothing written
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--resume", "--steps", "6",
+                           "--no-save-best")) == 0

@@ -8,6 +8,7 @@ temporary that the next write removes.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -35,9 +36,32 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         fsync_path(tmp)
         os.replace(tmp, path)
+    except Exception as exc:
+        _raise_if_disk_full(exc, path, _size(tmp))
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(path.parent)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _raise_if_disk_full(exc: BaseException, target: Path, written: int) -> None:
+    """A full disk, whichever library met it (safetensors raises its own error kind with the OS message), as
+    one ``OSError(ENOSPC)`` that names the target, the space it needs and the space there is."""
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+    if not full:
+        return
+    previous = _size(target)
+    free = shutil.disk_usage(target.parent if target.parent.exists() else ".").free
+    need = (f"about {max(previous, written) / 1e6:.1f} MB (the copy it replaces)" if previous > written
+            else f"more than the {written / 1e6:.1f} MB written before the disk filled")
+    raise OSError(errno.ENOSPC, f"No space left on device to save {target.name}: it needs {need}, "
+                                f"{free / 1e6:.1f} MB are free; the previous copy is intact", str(target)) from exc
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -62,8 +86,11 @@ def replace_folder(folder: str | Path, write: Callable[[Path], None]) -> None:
         for child in tmp.iterdir():
             fsync_path(child)
         fsync_path(tmp)
-    except BaseException:
+    except BaseException as exc:
+        written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):
+            _raise_if_disk_full(exc, folder, written)
         raise
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)

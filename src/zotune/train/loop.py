@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from zotune.assets import fit_to_context, load_model
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
-from zotune.files.durable import atomic_write, atomic_write_text, check_writable, replace_folder
+from zotune.files.durable import atomic_write, atomic_write_text, check_writable, previous_folder, replace_folder
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
 from zotune.methods import METHODS, SAMPLERS
@@ -310,6 +310,14 @@ class _Run:
             if logged is not None and len(logged.steps) < self.state["step"]:
                 raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
                                  f"{self.state['step']}: it does not belong to this checkpoint")
+            best = out / "best"
+            if config.save_best and self.dev_ex and not any(
+                    (folder / name).is_file() for folder in (best, out / "best.old")
+                    for name in ("model.safetensors", "adapter_model.safetensors")):
+                # Found now, not after every step has run: the end of the run loads the best-dev weights.
+                raise StateError(f"{best} is missing or incomplete: the resumed run could not report its best-dev "
+                                 "weights. Put it back, resume with --no-save-best (the final weights are then "
+                                 "scored), or start over with --overwrite")
             truncate_log(out / "metrics.jsonl", self.state["step"])  # reads it whole (or fails) before it writes
             if logged is not None:
                 self.seed_log = SeedLogWriter(seed_log_path, optimizer, model, model_name=self.base_name,
@@ -476,7 +484,7 @@ class _Run:
                 self.save_best()
         result.best_dev_score, result.best_step = state["best_dev"], state["best_step"]
         if config.save_best and self.writes and self.dev_ex:
-            load_best(self.model, self.out / "best")
+            load_best(self.model, previous_folder(self.out / "best") or self.out / "best")  # .old: a crash's
         chosen = "best-dev" if config.save_best and self.dev_ex else "final"
         result.final = {"eval_" + k: v for k, v in self.score(self.eval_ex, f"held-out {chosen}").items()}
         self.logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
