@@ -106,3 +106,95 @@ def test_resume_with_best_deleted_is_refused_before_training(run, tiny_model_dir
     assert (run / "out" / "metrics.jsonl").read_text() == metrics  # nothing trained, nothing written
     assert main(train_args(tiny_model_dir, run / "data", run / "out", "--resume", "--steps", "6",
                            "--no-save-best")) == 0
+
+
+# --- inputs built to exhaust memory -------------------------------------------------------------------------
+
+
+def test_a_yaml_of_nested_aliases_is_refused_at_once(tmp_path, capsys):
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        levels.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    config = tmp_path / "laughs.yaml"
+    config.write_text("\n".join(levels) + "\n")
+    assert len(config.read_bytes()) < 600
+    assert main(["train", "--config", str(config)]) == 2
+    expect_one_line_error(capsys, "expands to more than 100,000 values")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"steps: 3\nsteps: 4\n", "the key 'steps' is given twice (line 2)"),
+    ("\ufeffsteps: 3\n".encode("utf-16"), "not UTF-8 text"),
+], ids=["duplicate-key", "utf-16"])
+def test_yaml_files_with_a_duplicate_key_or_not_utf8_are_one_line_errors(tmp_path, capsys, content, message):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(content)
+    assert main(["train", "--config", str(config)]) == 2
+    expect_one_line_error(capsys, message)
+
+
+def test_a_bench_grid_with_a_duplicate_key_is_one_line(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("tasks: [sst2]\ntasks: [rte]\nmethods: {mezo: {}}\n")
+    assert main(["bench", str(grid), "--report-only"]) == 2
+    expect_one_line_error(capsys, "is given twice")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--template", "{text:>300000000} It was", "--task", "custom", "--label-words", "terrible,great"],
+     "take no format spec"),
+    (["--threads", "100000"], "Invalid threads: 100000"),
+    (["--n-directions", "100000000"], "Invalid n_directions: 100000000"),
+], ids=["template-width", "threads", "n-directions"])
+def test_flags_that_would_exhaust_memory_or_threads_are_refused_up_front(run, tiny_model_dir, capsys, flags,
+                                                                         message):
+    out = run / "absurd"
+    assert main(train_args(tiny_model_dir, run / "data", out, *flags)) == 2
+    expect_one_line_error(capsys, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_replay_of_a_log_that_is_not_a_regular_file_is_refused(tmp_path, capsys, kind):
+    import os
+
+    if kind == "fifo":
+        log = tmp_path / "seeds.fifo"
+        os.mkfifo(log)
+    else:
+        log = "/dev/zero"
+    assert main(["replay", "--log", str(log), "--out", str(tmp_path / "out")]) == 2
+    expect_one_line_error(capsys, "is not a regular file")
+
+
+# --- seed-log checks that could be sidestepped --------------------------------------------------------------
+
+
+def _edit_log(path, edit):
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    edit(lines)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_step_line_with_its_checksum_deleted_is_named_not_blamed_on_float_kernels(run, capsys):
+    def edit(lines):
+        del lines[2]["check"]
+        lines[2]["lr"] = lines[2]["lr"] * 2
+
+    _edit_log(run / "out" / "seeds.jsonl", edit)
+    assert main(["replay", "--log", str(run / "out" / "seeds.jsonl"), "--out", str(run / "replayed")]) == 2
+    expect_one_line_error(capsys, "seeds.jsonl:3: the line has no checksum")
+
+
+def test_an_end_line_claiming_more_steps_than_the_log_holds_is_refused(run, capsys):
+    from zotune.train.seedlog import _checksum
+
+    def edit(lines):
+        lines[-1]["steps"] = 10**18
+        del lines[-1]["check"]
+        lines[-1]["check"] = _checksum(lines[-1])
+
+    _edit_log(run / "out" / "seeds.jsonl", edit)
+    assert main(["replay", "--log", str(run / "out" / "seeds.jsonl"), "--out", str(run / "replayed")]) == 2
+    expect_one_line_error(capsys, "the end line says 1000000000000000000 steps, the log holds 3")

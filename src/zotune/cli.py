@@ -48,9 +48,9 @@ def _train_config_cls():
 
 
 def _yaml_value(text: str) -> Any:
-    import yaml
+    from zotune.train.config import parse_yaml
 
-    return yaml.safe_load(text)
+    return parse_yaml(text, f"the value {text[:40]!r}")
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

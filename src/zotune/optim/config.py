@@ -19,6 +19,9 @@ from zotune.values import is_finite, is_int, reject_unknown_keys
 __all__ = ["ZOConfig", "PERTURBATIONS"]
 
 PERTURBATIONS = ("auto", "in_place", "deferred")
+# n-SPSA uses a handful of directions (MeZO's appendix: up to 16); a step keeps 2 n losses, and 10^8 would run
+# for days before its first update.
+MAX_DIRECTIONS = 4096
 
 
 @dataclass
@@ -73,8 +76,9 @@ class ZOConfig:
             raise ConfigError(f"Invalid lr: {self.lr!r} (must be a finite number >= 0)")
         if not (is_finite(self.eps) and self.eps > 0.0):
             raise ConfigError(f"Invalid eps: {self.eps!r} (must be a finite number > 0)")
-        if not (is_int(self.n_directions) and self.n_directions >= 1):
-            raise ConfigError(f"Invalid n_directions: {self.n_directions!r} (must be an integer >= 1)")
+        if not (is_int(self.n_directions) and 1 <= self.n_directions <= MAX_DIRECTIONS):
+            raise ConfigError(f"Invalid n_directions: {self.n_directions!r} (must be an integer from 1 to "
+                              f"{MAX_DIRECTIONS})")
         if not (is_finite(self.weight_decay) and self.weight_decay >= 0.0):
             raise ConfigError(f"Invalid weight_decay: {self.weight_decay!r} (must be a finite number >= 0)")
         if not (is_int(self.seed) and 0 <= self.seed < 2**63):

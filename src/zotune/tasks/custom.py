@@ -50,12 +50,18 @@ def custom_task(*, text_column: str, label_column: str, template: str | None, la
     words, values = _label_words(label_words)
     template = template if template is not None else "{" + text_column + "}"
     try:
-        columns = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as exc:
         raise ConfigError(f"Invalid template {template!r}: {exc}") from exc
+    columns = [name for name, _, _ in fields]
     if not columns or any(not name.isidentifier() for name in columns):
         raise ConfigError(f"Invalid template {template!r}: it needs {{column}} fields naming the data's columns "
                           "(plain names, no indexing)")
+    if any(spec or conversion for _, spec, conversion in fields):
+        # "{review:>300000000}" would pad every prompt to 300 M characters (an 8 GB allocation).
+        raise ConfigError(f"Invalid template {template!r}: fields take no format spec or conversion "
+                          "(write {column}, not {column:...} or {column!r})")
 
     def label_of(row: dict) -> int:
         value = row.get(label_column)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not is_finite(value) or value <= 0):
                 problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
-        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
-            problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
+        most_threads = 4 * (os.cpu_count() or 1)  # beyond that OpenMP only contends (100,000 crashed it)
+        if self.threads is not None and (not is_int(self.threads) or not 1 <= self.threads <= most_threads):
+            problems.append(f"Invalid threads: {self.threads!r} (must be an integer from 1 to {most_threads}, "
+                            "4x this machine's cores)")
         for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
@@ -248,18 +251,64 @@ def with_defaults(settings: dict[str, Any], keys) -> dict[str, Any]:
     return {**{key: defaults[key] for key in keys if key not in settings and key in defaults}, **settings}
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML run config into a plain mapping (validated by ``TrainConfig.from_dict``)."""
+# A run or grid config is a few hundred bytes: these bounds only stop files built to exhaust memory.
+_MAX_YAML_BYTES = 1 << 20
+_MAX_YAML_VALUES = 100_000
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text as plain values, refusing what a config never needs: a key given twice in one mapping (the last
+    would win silently), and aliases nested to expand into more than ``_MAX_YAML_VALUES`` values (a 471-byte
+    "billion laughs" file once took 95 s and 2.5 GB).
+
+    Raises:
+        ConfigError: naming ``where``.
+    """
     import yaml
 
+    class _Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str) and key in seen:
+                    raise ConfigError(f"{where}: the key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        value = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain values only
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    count, stack = 0, [value]
+    while stack:  # every value as the config's readers will see it, aliases expanded
+        item = stack.pop()
+        count += 1
+        if count > _MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: the YAML expands to more than {_MAX_YAML_VALUES:,} values (nested "
+                              "aliases?); a config is a short mapping of settings")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run config into a plain mapping (validated by ``TrainConfig.from_dict``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_YAML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: over {_MAX_YAML_BYTES >> 20} MB, too large for a config file")
     try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from exc
+    values = parse_yaml(text, str(path)) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
     return values

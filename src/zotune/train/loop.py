@@ -18,7 +18,13 @@ from tqdm.auto import tqdm
 
 from zotune.assets import fit_to_context, load_model
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
-from zotune.files.durable import atomic_write, atomic_write_text, check_writable, previous_folder, replace_folder
+from zotune.files.durable import (
+    atomic_write,
+    atomic_write_text,
+    check_writable,
+    previous_folder,
+    replace_folder,
+)
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
 from zotune.methods import METHODS, SAMPLERS

@@ -215,6 +215,8 @@ def read_seed_log(path: str | Path) -> SeedLog:
         StateError: the file is missing, not a seed log, or corrupt before its last line.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would hang the read, /dev/zero exhaust memory
+        raise StateError(f"Seed log {path} is not a regular file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -224,7 +226,7 @@ def read_seed_log(path: str | Path) -> SeedLog:
     if torn.strip():
         warnings.warn(f"{path}: ignoring an incomplete last line (the run was interrupted while writing it)",
                       ZotuneWarning, stacklevel=2)
-    parsed = []
+    parsed, checked = [], None  # checked: whether the log carries checksums (those before them have none)
     for lineno, line in enumerate(lines, 1):
         try:
             value = json.loads(line.decode("utf-8"))
@@ -232,7 +234,11 @@ def read_seed_log(path: str | Path) -> SeedLog:
             raise StateError(f"{path}:{lineno}: corrupt seed log line ({type(exc).__name__})") from exc
         if not isinstance(value, dict):
             raise StateError(f"{path}:{lineno}: corrupt seed log line (not a JSON object)")
-        check = value.pop("check", None)  # logs before checksums have none
+        check = value.pop("check", None)
+        checked = check is not None if checked is None else checked
+        if checked and check is None:  # a deleted checksum hides an edit: never blamed on float kernels
+            raise StateError(f"{path}:{lineno}: the line has no checksum where the log's others have one "
+                             "(it was changed after it was written)")
         if check is not None and check != _checksum(value):
             what = f"step {value['step']}" if isinstance(value.get("step"), int) else "its"
             raise StateError(f"{path}:{lineno}: {what} line was changed after it was written (checksum mismatch)")
@@ -262,4 +268,7 @@ def read_seed_log(path: str | Path) -> SeedLog:
         if record.step != len(log.steps):
             raise StateError(f"{path}:{lineno}: step {record.step} where step {len(log.steps)} was expected")
         log.steps.append(record)
+    if log.end is not None and log.end["steps"] != len(log.steps):
+        raise StateError(f"{path}:{len(parsed)}: the end line says {log.end['steps']} steps, the log holds "
+                         f"{len(log.steps)}")
     return log
