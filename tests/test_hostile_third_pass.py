@@ -198,3 +198,51 @@ def test_an_end_line_claiming_more_steps_than_the_log_holds_is_refused(run, caps
     _edit_log(run / "out" / "seeds.jsonl", edit)
     assert main(["replay", "--log", str(run / "out" / "seeds.jsonl"), "--out", str(run / "replayed")]) == 2
     expect_one_line_error(capsys, "the end line says 1000000000000000000 steps, the log holds 3")
+
+
+# --- accepted nonsense --------------------------------------------------------------------------------------
+
+
+def test_label_words_that_tokenise_to_the_same_ids_are_refused(run, tiny_model_dir, capsys):
+    # Neither word is in the tiny tokenizer's vocabulary: both are [UNK].
+    args = train_args(tiny_model_dir, run / "data", run / "unk", "--task", "custom", "--label-words",
+                      "zyxxy,quorp")
+    (run / "data" / "custom").mkdir()
+    for split in ("train", "validation"):
+        (run / "data" / "custom" / f"{split}.jsonl").write_text(
+            (run / "data" / "rotten_tomatoes" / f"{split}.jsonl").read_text())
+    args[args.index("--data-dir") + 1] = str(run / "data" / "custom")
+    assert main(args) == 2
+    expect_one_line_error(capsys, "tokenise to the same tokens")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--template", "{text} It was"], "--template: for --task custom only"),
+    (["--text-column", "review"], "--text-column: for --task custom only"),
+], ids=["template", "text-column"])
+def test_custom_task_settings_with_a_built_in_task_are_refused(run, tiny_model_dir, capsys, flags, message):
+    assert main(train_args(tiny_model_dir, run / "data", run / "new", *flags)) == 2
+    expect_one_line_error(capsys, message)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--lora-r", "4"], "--lora-r (without --peft lora)"),
+    (["--peft", "lora", "--prefix-tokens", "3"], "--prefix-tokens (without --peft prefix)"),
+    (["--min-lr-ratio", "0.1"], "--min-lr-ratio (with the constant schedule)"),
+    (["--lr-scheduler", "cosine", "--warmup-steps", "10"], "part of --warmup-steps 10 (the run has 3 steps"),
+], ids=["lora-r", "prefix-tokens", "min-lr-ratio", "warmup"])
+def test_settings_that_change_nothing_are_named_once(run, tiny_model_dir, flags, named):
+    from zotune.errors import ZotuneWarning
+
+    with pytest.warns(ZotuneWarning, match="change nothing in this run") as caught:
+        assert main(train_args(tiny_model_dir, run / "data", run / "new", *flags)) == 0
+    messages = [str(w.message) for w in caught if "change nothing" in str(w.message)]
+    assert len(messages) == 1 and named in messages[0]
+
+
+def test_a_bench_method_that_sets_its_own_task_is_refused(tmp_path, tiny_model_dir, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"tasks: [rotten_tomatoes]\nbudget: {{steps: 2}}\ncommon: {{model: {tiny_model_dir}}}\n"
+                    "methods: {mezo: {task: sst2}}\n")
+    assert main(["bench", str(grid), "--report-only"]) == 2
+    expect_one_line_error(capsys, "'mezo' sets task, which the grid's tasks set")

@@ -223,3 +223,15 @@ def test_report_only_on_damaged_run_files_is_one_line_error(damage, pattern, tin
     assert main(["bench", str(grid), "--report-only", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zotune: error: ") and pattern in err[0], err
+
+
+def test_a_summary_that_is_not_a_json_object_means_the_run_is_done_again(tiny_model_dir, tiny_data_dir, tmp_path):
+    """A summary.json holding a JSON array was an internal TypeError in the runner."""
+    from zotune.bench.runner import run_state
+
+    config = load_bench_config(_grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                                     methods={"mezo": {}}))
+    (run,) = config.runs()
+    run.output_dir.mkdir(parents=True)
+    (run.output_dir / "summary.json").write_text("[1, 2, 3]")
+    assert run_state(run) == "new"

@@ -87,8 +87,9 @@ class BenchConfig:
         return out
 
 
-def _mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
-    """A list of names or a mapping name -> settings (``None`` meaning none)."""
+def _mapping(value: Any, where: str, other_axis: str) -> dict[str, dict[str, Any]]:
+    """A list of names or a mapping name -> settings (``None`` meaning none); no entry may set the other axis of
+    the grid (a method's ``task:`` would be overridden by each task's name)."""
     if isinstance(value, list):
         value = {name: {} for name in value}
     if not isinstance(value, dict) or not value:
@@ -100,6 +101,9 @@ def _mapping(value: Any, where: str) -> dict[str, dict[str, Any]]:
         settings = settings or {}
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: the settings of {name!r} must be a mapping, got {settings!r}")
+        if other_axis in settings:
+            raise ConfigError(f"{where}: {name!r} sets {other_axis}, which the grid's {other_axis}s set; list it under "
+                              f"{other_axis}s instead")
         owned = sorted(_GRID_OWNED & set(settings))
         if owned:
             raise ConfigError(f"{where}: {name!r} sets {owned}, which the grid sets itself (use seeds and budget)")
@@ -135,8 +139,8 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     for name, value in (("isolate", isolate), ("keep_weights", keep_weights)):
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {name} must be true or false, got {value!r}")
-    config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods"),
-                         tasks=_mapping(values["tasks"], f"{path}: tasks"), seeds=seeds, budget=dict(budget),
+    config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods", "task"),
+                         tasks=_mapping(values["tasks"], f"{path}: tasks", "method"), seeds=seeds, budget=dict(budget),
                          output_dir=Path(values.get("output_dir", "runs/bench")), common=dict(common),
                          isolate=isolate, keep_weights=keep_weights)
     for run in config.runs():

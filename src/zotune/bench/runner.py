@@ -30,9 +30,10 @@ def _finished_config(run: RunSpec) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError):
+        config = json.loads(path.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is not an object
         return None  # a damaged summary: the run is done again
+    return config if isinstance(config, dict) else None
 
 
 def run_state(run: RunSpec) -> str:

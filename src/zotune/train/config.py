@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zotune.errors import ConfigError, UnknownNameError
+from zotune.errors import ConfigError, UnknownNameError, ZotuneWarning
 from zotune.integrations.adapters import PeftSettings
 from zotune.methods import METHODS
 from zotune.optim import ZOConfig, build_update_rule
@@ -26,6 +27,12 @@ __all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 # and prefix take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
 _DEFAULT_LR = {None: 3e-5, "lora": 1e-4, "prefix": 1e-2}
 _DEFAULT_EPS = {None: 1e-3, "lora": 1e-2, "prefix": 1e-1}
+
+
+# Settings of one training mode or task only.
+_CUSTOM_ONLY = ("template", "dataset", "text_column", "label_column")
+_LORA_ONLY = frozenset({"lora_r", "lora_alpha", "lora_targets"})
+_PREFIX_ONLY = frozenset({"prefix_tokens"})
 
 
 @dataclass
@@ -172,6 +179,12 @@ class TrainConfig:
         if (self.task == CUSTOM) != (self.label_words is not None):
             problems.append("--task custom and --label-words go together: your own data needs the word of each "
                             "label, and --label-words is for --task custom only")
+        if self.task != CUSTOM:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            given = [name for name in _CUSTOM_ONLY if getattr(self, name) != defaults[name]]
+            if given:  # a built-in task has its own template and columns: these would be ignored
+                problems.append(f"{', '.join('--' + n.replace('_', '-') for n in given)}: for --task custom only "
+                                f"(task {self.task!r} has its own template and columns)")
         try:
             self.zo_config()  # validates the optimizer's settings, as ZOOptimizer does
         except ConfigError as exc:
@@ -185,6 +198,24 @@ class TrainConfig:
         self.peft_settings()  # validates the adapter settings
         if self.task == CUSTOM:
             self.build_task()  # validates the template and the label words
+
+    def warn_ignored(self) -> None:
+        """Warn once about the settings that change nothing in this run, given anyway (not errors: a YAML file
+        shared between runs may carry them). Called when the run starts, not on every validation."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = {name for name in defaults if getattr(self, name) != defaults[name]}
+        unused = {None: _LORA_ONLY | _PREFIX_ONLY, "lora": _PREFIX_ONLY, "prefix": _LORA_ONLY}.get(self.peft, set())
+        ignored = [f"--{n.replace('_', '-')} (without --peft {'lora' if n in _LORA_ONLY else 'prefix'})"
+                   for n in sorted(changed & unused)]
+        if "min_lr_ratio" in changed and self.lr_scheduler == "constant":
+            ignored.append("--min-lr-ratio (with the constant schedule)")
+        if is_int(self.warmup_steps) and is_int(self.steps) and self.max_forward_passes is None \
+                and self.max_seconds is None and self.warmup_steps > self.steps:
+            ignored.append(f"part of --warmup-steps {self.warmup_steps} (the run has {self.steps} steps: the "
+                           "learning rate never reaches --lr)")
+        if ignored:
+            warnings.warn(f"These settings change nothing in this run: {'; '.join(ignored)}", ZotuneWarning,
+                          stacklevel=3)
 
     def reporters(self) -> list[str]:
         """The trackers of ``report_to``, checked (known, and their package installed)."""

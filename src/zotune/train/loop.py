@@ -193,6 +193,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """
     out = Path(config.output_dir)
     check_names(config)
+    config.warn_ignored()
     ranks = init_parallel(config.parallel, batch_size=config.batch_size)
     if not ranks.is_main:
         return _train(config, ranks, progress=False)
