@@ -246,3 +246,113 @@ def test_a_bench_method_that_sets_its_own_task_is_refused(tmp_path, tiny_model_d
                     "methods: {mezo: {task: sst2}}\n")
     assert main(["bench", str(grid), "--report-only"]) == 2
     expect_one_line_error(capsys, "'mezo' sets task, which the grid's tasks set")
+
+
+# --- data and files -----------------------------------------------------------------------------------------
+
+
+def test_csv_fields_keep_their_carriage_returns(tmp_path):
+    from zotune.tasks import read_rows
+
+    path = tmp_path / "train.csv"
+    path.write_bytes(b'text,label\r\n"one\rtwo",1\r\n"three\r\nfour",0\r\n')
+    assert [r["text"] for r in read_rows(path)] == ["one\rtwo", "three\r\nfour"]
+
+
+def test_overwrite_never_deletes_a_user_file_inside_best(run, tiny_model_dir, capsys):
+    (run / "out" / "best" / "my-notes.txt").write_text("keep me")
+    assert main(train_args(tiny_model_dir, run / "data", run / "out", "--overwrite")) == 2
+    expect_one_line_error(capsys, "--overwrite would delete files zotune did not write (best/my-notes.txt)")
+    assert (run / "out" / "best" / "my-notes.txt").read_text() == "keep me"
+    assert (run / "out" / "best" / "model.safetensors").is_file()
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume_and_one_writer_per_name(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zotune.train.logging import TensorBoardLogger, tracker_loggers
+
+    first = TensorBoardLogger(tmp_path / "tb")
+    for step in range(1, 5):  # steps 3 and 4 come after the checkpoint at step 2: the kill loses them
+        first.log({"kind": "train", "step": step, "loss": 1.0})
+    first.close()
+    resumed = TensorBoardLogger(tmp_path / "tb", resume_at=2)
+    for step in range(3, 7):
+        resumed.log({"kind": "train", "step": step, "loss": 0.5})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tb")).Reload().Scalars("train/loss")
+    assert [e.step for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in events] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
+    loggers = tracker_loggers(["tensorboard", "tensorboard"], tmp_path / "run", {}, "x")
+    assert len(loggers) == 1
+    loggers[0].close()
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+
+def test_a_mis_shaped_tensor_is_named_with_both_shapes(run, tiny_model_dir, capsys, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tensors = load_file(str(model / "model.safetensors"))
+    tensors["model.layers.0.mlp.up_proj.weight"] = torch.zeros(3, 5)
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    assert main(train_args(model, run / "data", run / "new")) == 2
+    expect_one_line_error(capsys, "model.layers.0.mlp.up_proj.weight (shape [3, 5] in the files, [64, 32] in the "
+                                  "architecture)")
+
+
+def test_a_mistyped_local_folder_fails_at_once_not_after_hub_retries(run, capsys, monkeypatch):
+    monkeypatch.chdir(run)
+    assert main(train_args("out/bets", run / "data", run / "new")) == 2  # out/best exists
+    expect_one_line_error(capsys, "Model path not found: out/bets (out/ exists here, bets is not in it); "
+                                  "did you mean out/best?")
+
+
+def test_a_spec_taken_as_a_hub_id_says_so(monkeypatch, tmp_path):
+    from zotune.assets import resolve_model_path
+    from zotune.errors import ZotuneWarning
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(ZotuneWarning, match="not a local folder nor a built-in model: loading it from the Hugging"):
+        assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_a_second_sigterm_exits_143_and_ctrl_c_at_start_is_one_line(monkeypatch, capsys):
+    import os
+    import signal
+
+    import zotune.cli as cli
+    from zotune.errors import StopNow
+    from zotune.train.signals import StopRequests
+
+    with StopRequests() as stop, pytest.raises(StopNow) as second:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert second.value.signum == signal.SIGTERM
+
+    def stopped(signum):
+        def build():
+            raise StopNow(signum) if signum else KeyboardInterrupt
+        return build
+
+    for signum, code in ((signal.SIGTERM, 143), (None, 130)):
+        monkeypatch.setattr(cli, "build_parser", stopped(signum))
+        assert cli.main(["list"]) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("zotune: stopped (SIG")
+
+
+def test_the_command_catches_ctrl_c_from_its_first_moment():
+    """The console script imports zotune.cli before main() can catch anything: that import loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, zotune.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -10,9 +10,6 @@ from zotune.errors import (
     ZotuneError,
     ZotuneWarning,
 )
-from zotune.methods import METHODS, Method, MethodConfig, register_method
-from zotune.optim import ZOOptimizer
-from zotune.optim.updates import UPDATES
 
 __version__ = "0.1.0"
 
@@ -37,10 +34,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # ZOTrainer(-Arguments) import transformers' Trainer (and accelerate): loaded on first use, not with `import zotune`.
-    if name in ("ZOTrainer", "ZOTrainingArguments"):
-        from zotune.integrations import trainer
+# Public names loaded on first use: ``import zotune`` (and the ``zotune`` command, before it can catch Ctrl-C)
+# loads neither torch nor transformers' Trainer.
+_LAZY = {"ZOOptimizer": "zotune.optim", "METHODS": "zotune.methods", "Method": "zotune.methods",
+         "MethodConfig": "zotune.methods", "register_method": "zotune.methods", "UPDATES": "zotune.optim.updates",
+         "ZOTrainer": "zotune.integrations.trainer", "ZOTrainingArguments": "zotune.integrations.trainer"}
 
-        return getattr(trainer, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'zotune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

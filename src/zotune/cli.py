@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import statistics
 import sys
 import time
@@ -461,6 +462,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # Ctrl-C while zotune starts (importing torch) or a second signal
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"zotune: stopped ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -488,9 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"zotune: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("zotune: interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # a bug in zotune or a library: one line, and the traceback on request
         if os.environ.get("ZOTUNE_TRACEBACK"):
             raise

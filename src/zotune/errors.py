@@ -68,3 +68,13 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM while the first is being handled: stop at once, without a checkpoint (the last
+    one stays). A ``KeyboardInterrupt``, so that no ``except Exception`` swallows it; the CLI exits with 128 +
+    ``signum`` (143 for SIGTERM), as shells expect."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

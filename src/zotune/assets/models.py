@@ -80,8 +80,28 @@ def resolve_model_path(spec: str) -> Path | str:
             raise AssetError(f"{spec} is not a Hugging Face model folder (no config.json in it)")
         return path
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise AssetError(f"Model path not found: {spec}")
+        raise AssetError(f"Model path not found: {spec}{_close_folders(path)}")
+    if path.parent != Path(".") and path.parent.is_dir():
+        # "runs/bset" beside an existing runs/: a mistyped folder, not a hub id (which would cost a minute of
+        # retries to fail).
+        raise AssetError(f"Model path not found: {spec} ({path.parent}/ exists here, {path.name} is not in it)"
+                         f"{_close_folders(path)}")
+    warnings.warn(f"{spec!r} is not a local folder nor a built-in model: loading it from the Hugging Face hub",
+                  ZotuneWarning, stacklevel=3)
     return spec  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
+
+
+def _close_folders(path: Path) -> str:
+    """``; did you mean ...?`` naming folders beside ``path`` with a close name, or nothing."""
+    import difflib
+
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [p.name for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(str(parent / c) for c in close)}?" if close else ""
 
 
 def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = False):
@@ -107,8 +127,11 @@ def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = F
     source = resolve_model_path(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        # Mis-shaped tensors come back in the loading info (named below) instead of an error that points at a
+        # report transformers only logs.
         model, loading = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], output_loading_info=True,
-                                                              trust_remote_code=trust_remote_code)
+                                                              trust_remote_code=trust_remote_code,
+                                                              ignore_mismatched_sizes=True)
     except Exception as exc:  # transformers raises many kinds (OSError, ValueError, UnpicklingError, ...)
         hint = "" if isinstance(source, Path) else (
             f" (it is not a built-in: {', '.join(BUILTIN_MODELS)}, nor a local folder; "
@@ -129,7 +152,9 @@ def _check_loaded(spec: str, loading: dict) -> None:
     """Refuse a model whose files lacked tensors of its architecture (transformers initialises them randomly
     and only logs it); tensors the architecture does not use are a warning."""
     missing = sorted(loading.get("missing_keys") or []) + sorted(
-        str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or [])
+        f"{k[0]} (shape {list(k[1])} in the files, {list(k[2])} in the architecture)"
+        if isinstance(k, tuple) and len(k) == 3 else str(k[0] if isinstance(k, tuple) else k)
+        for k in loading.get("mismatched_keys") or [])
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise AssetError(f"Model {spec!r} is incomplete: its weights lack (or mis-shape) {len(missing)} tensor(s) of "

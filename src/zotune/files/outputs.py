@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -68,11 +69,41 @@ def existing_outputs(folder: Path, names: Iterable[str]) -> list[str]:
     return [name for name in names if os.path.lexists(Path(folder) / name)]
 
 
+# What zotune (through save_pretrained and its checkpoints) writes inside the folders it replaces whole: a file by
+# any other name was put there by someone else, and --overwrite must not delete it.
+_OWN_FILES = re.compile(
+    r"(README\.md|config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json"
+    r"|added_tokens\.json|chat_template\.(jinja|json)|vocab\.(json|txt)|merges\.txt|tokenizer\.model"
+    r"|adapter_(config\.json|model\.safetensors)|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
+    r"|weights\.safetensors|optimizer\.pt|loop_state\.json)")
+_WHOLE_FOLDERS = ("best", "best.old", "best.partial", "checkpoint", "checkpoint.old", "checkpoint.partial")
+
+
+def foreign_files(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Files inside the model and checkpoint folders among ``names`` that zotune does not write."""
+    found = []
+    for name in names:
+        path = Path(folder) / name
+        if name in _WHOLE_FOLDERS and path.is_dir() and not path.is_symlink():
+            found += [p for p in sorted(path.rglob("*")) if not p.is_dir() and not _OWN_FILES.fullmatch(p.name)]
+    return found
+
+
 def remove_outputs(folder: Path, names: Iterable[str]) -> None:
     """Remove the entries ``names`` of ``folder`` (``--overwrite``; only names zotune itself writes are passed).
 
     A link is removed, never followed: what it points to was not created by zotune.
+
+    Raises:
+        ConfigError: a model or checkpoint folder among them holds a file zotune does not write (checked before
+            anything is removed).
     """
+    names = list(names)
+    foreign = foreign_files(folder, names)
+    if foreign:
+        shown = ", ".join(str(p.relative_to(folder)) for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ConfigError(f"--overwrite would delete files zotune did not write ({shown}): move them out of "
+                          f"{folder}, then run again")
     for name in names:
         path = Path(folder) / name
         if path.is_dir() and not path.is_symlink():

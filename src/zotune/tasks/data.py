@@ -36,8 +36,8 @@ def read_rows(path: Path) -> list[dict]:
     Raises:
         DataError: unreadable, not UTF-8, malformed, or empty.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # bytes, then text: read_text would turn a quoted CSV field's \r and \r\n into \n
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:

@@ -70,10 +70,12 @@ class FanOut:
 class TensorBoardLogger:
     """Writes each record's numbers as TensorBoard scalars ``<kind>/<name>`` at its step (files only: offline)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, resume_at: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=str(folder))
+        # A resumed run logs again the steps after its checkpoint: TensorBoard hides the first run's events from
+        # that step on, so no step shows twice.
+        self._writer = SummaryWriter(log_dir=str(folder), purge_step=None if resume_at is None else resume_at + 1)
 
     def log(self, record: dict[str, Any]) -> None:
         kind, step = record.get("kind", "train"), record.get("step", 0)
@@ -126,12 +128,14 @@ def check_reporters(names: list[str]) -> None:
             raise ConfigError(f"--report-to {name} needs the {REPORTERS[name]} package: pip install {REPORTERS[name]}")
 
 
-def tracker_loggers(names: list[str], folder: Path, config: dict[str, Any], name: str) -> list[Any]:
-    """The loggers of ``--report-to`` (names checked by ``check_reporters``): TensorBoard event files in
-    ``folder/tensorboard``, a W&B run."""
-    made = {"tensorboard": lambda: TensorBoardLogger(folder / "tensorboard"),
+def tracker_loggers(names: list[str], folder: Path, config: dict[str, Any], name: str,
+                    resume_at: int | None = None) -> list[Any]:
+    """The loggers of ``--report-to`` (names checked by ``check_reporters``; one each, however often named):
+    TensorBoard event files in ``folder/tensorboard``, a W&B run. ``resume_at``: the step a resumed run goes on
+    from."""
+    made = {"tensorboard": lambda: TensorBoardLogger(folder / "tensorboard", resume_at=resume_at),
             "wandb": lambda: WandbLogger(folder, config, name)}
-    return [made[n]() for n in names]
+    return [made[n]() for n in dict.fromkeys(names)]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

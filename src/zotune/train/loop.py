@@ -343,7 +343,8 @@ class _Run:
         trackers = config.reporters() if self.writes else []
         if trackers:
             logger = FanOut([logger, *tracker_loggers(trackers, out, config.to_dict(),
-                                                      name=f"{config.method}-{config.task}-seed{config.seed}")])
+                                                      name=f"{config.method}-{config.task}-seed{config.seed}",
+                                                      resume_at=self.state["step"] if self.resumed else None)])
         self.logger = logger
 
     # --- what the loop does ----------------------------------------------------------------------------------

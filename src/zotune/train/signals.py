@@ -6,13 +6,15 @@ import signal
 import threading
 from types import FrameType
 
+from zotune.errors import StopNow
+
 __all__ = ["StopRequests"]
 
 
 class StopRequests:
     """Context manager that turns the first SIGINT or SIGTERM into a flag (``signum``) the loop polls.
 
-    A second signal while the first is being handled raises ``KeyboardInterrupt`` at once, for users who do not
+    A second signal while the first is being handled raises ``StopNow`` (a ``KeyboardInterrupt``) at once, for users who do not
     want to wait. Outside the main thread (where Python cannot install handlers) it does nothing.
     """
 
@@ -24,7 +26,7 @@ class StopRequests:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.signum = signum
 
     def __enter__(self) -> StopRequests:
