@@ -356,3 +356,36 @@ def test_the_command_catches_ctrl_c_from_its_first_moment():
 
     code = "import sys, zotune.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+# --- own data: the rest of the formats ----------------------------------------------------------------------
+
+
+def test_a_json_array_file_is_read(run, tmp_path):
+    from zotune.tasks import TASKS, load_splits
+
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    for split in ("train", "validation"):
+        rows = [json.loads(line) for line in (run / "data" / "rotten_tomatoes" / f"{split}.jsonl").read_text()
+                .splitlines()]
+        (folder / f"{split}.json").write_text(json.dumps(rows, indent=2))
+    splits = load_splits(TASKS.get("rotten_tomatoes"), folder)
+    assert splits["train"] == [json.loads(line) for line in (run / "data" / "rotten_tomatoes" / "train.jsonl")
+                               .read_text().splitlines()]
+
+
+def test_a_json_array_of_non_objects_and_a_single_saved_dataset_are_one_line_errors(run, tmp_path, capsys):
+    import datasets
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.json").write_text('[{"text": "a", "label": 0}, 3]')
+    (bad / "validation.json").write_text('[{"text": "a", "label": 0}]')
+    single = tmp_path / "single"
+    datasets.Dataset.from_list([{"text": "good", "label": 1}, {"text": "bad", "label": 0}]).save_to_disk(single)
+    capsys.readouterr()  # datasets' progress bar
+    for folder, message in ((bad, "item 2 of the JSON array is not an object"),
+                            (single, "holds one `datasets.Dataset` with no splits: save a DatasetDict")):
+        assert main(["eval", "--model", str(run / "out" / "best"), "--data-dir", str(folder), "--num-eval", "1"]) == 2
+        expect_one_line_error(capsys, message)

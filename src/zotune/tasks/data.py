@@ -31,7 +31,8 @@ class TaskData:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a ``.jsonl``/``.json`` (one object per line) or ``.csv`` (header row) file.
+    """Rows of a ``.jsonl``/``.json`` (one object per line, or a ``.json`` array of objects) or ``.csv`` (header
+    row) file.
 
     Raises:
         DataError: unreadable, not UTF-8, malformed, or empty.
@@ -51,6 +52,14 @@ def read_rows(path: Path) -> list[dict]:
         for row in rows:  # CSV has no types; labels are class indices
             if isinstance(row.get("label"), str) and row["label"].strip().lstrip("-").isdigit():
                 row["label"] = int(row["label"])
+    elif path.suffix == ".json" and text.lstrip().startswith("["):  # one JSON array of row objects
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: malformed JSON array (line {exc.lineno}: {exc.msg})") from exc
+        bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+        if bad is not None:
+            raise DataError(f"{path}: item {bad + 1} of the JSON array is not an object (a row of named fields)")
     else:
         rows = json_objects(text.split("\n"), path, DataError, "malformed JSON")
     if not rows:
@@ -112,6 +121,10 @@ def load_splits(task: Task, data_dir: str | Path | None = None) -> dict[str, lis
         folder = root / task.name if (root / task.name).is_dir() else root
         if (folder / "dataset_dict.json").is_file():  # a `datasets` DatasetDict saved with save_to_disk
             return _from_disk(task, folder)
+        if (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file():
+            raise DataError(f"{folder} holds one `datasets.Dataset` with no splits: save a DatasetDict with train "
+                            "and validation splits (DatasetDict(train=..., validation=...).save_to_disk(folder)), "
+                            "or put train and validation files (.jsonl, .json or .csv) in the folder")
         splits = {}
         for split in _SPLITS:
             path = _find_split(folder, split)

@@ -41,9 +41,12 @@ class TrainConfig:
 
     model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     task: str = field(default="rotten_tomatoes", metadata={"help": "registered task name"})
-    data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "a folder holding <task>/ or itself holding train and validation files (.jsonl: a JSON object a "
+                "line; .json: the same, or one array of objects; .csv: a header row), or a datasets DatasetDict "
+                "saved with save_to_disk"})
     text_column: str = field(default="text", metadata={
-        "help": "--task custom: the column the default template reads"})
+        "help": "--task custom: the column that the prompt is, without --template"})
     label_column: str = field(default="label", metadata={
         "help": "--task custom: the column holding the label (an index, or a value of --label-words)"})
     template: str | None = field(default=None, metadata={
