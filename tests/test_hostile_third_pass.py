@@ -389,3 +389,71 @@ def test_a_json_array_of_non_objects_and_a_single_saved_dataset_are_one_line_err
                             (single, "holds one `datasets.Dataset` with no splits: save a DatasetDict")):
         assert main(["eval", "--model", str(run / "out" / "best"), "--data-dir", str(folder), "--num-eval", "1"]) == 2
         expect_one_line_error(capsys, message)
+
+
+# --- outputs that fit the hub -------------------------------------------------------------------------------
+
+
+def test_a_run_writes_final_and_hub_metadata_in_its_cards(run):
+    from huggingface_hub import ModelCard
+
+    out = run / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "final" / "model.safetensors").is_file() and summary["files"]["final"].endswith("out/final")
+    final = load_file(str(out / "final" / "model.safetensors"))
+    trained = load_file(str(out / "checkpoint" / "weights.safetensors"))
+    assert all(torch.equal(final[name], tensor) for name, tensor in trained.items())
+    card = ModelCard.load(out / "best" / "README.md")
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "transformers" and "base_model" not in meta  # a local folder has no hub id
+    assert {"zotune", "zeroth-order", "mezo"} <= set(meta["tags"])
+    (result,) = card.data.eval_results
+    assert result.metric_type == "accuracy" and result.metric_value == round(summary["final"]["eval_score"], 4)
+    assert "the final weights (step 3)" in (out / "final" / "README.md").read_text()
+
+
+def test_an_adapters_card_and_config_name_its_base_as_the_hub_or_an_absolute_path(run, tiny_model_dir, monkeypatch):
+    import os
+
+    from huggingface_hub import ModelCard
+
+    from zotune.train.card import hub_base_model
+
+    monkeypatch.chdir(tiny_model_dir.parent)
+    relative = os.path.relpath(tiny_model_dir)
+    out = run / "lora"
+    assert main(train_args(relative, run / "data", out, "--peft", "lora", "--lora-targets", "q_proj,v_proj")) == 0
+    config = json.loads((out / "best" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    assert ModelCard.load(out / "best" / "README.md").data.library_name == "peft"
+    assert hub_base_model("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_base_model("Org/model") == "Org/model"
+
+
+def test_push_uploads_a_model_folder_through_huggingface_hub(run, capsys, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs["private"]))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", kwargs["repo_id"], kwargs["folder_path"]))
+            return type("Commit", (), {"commit_url": "https://huggingface.co/me/x/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["push", str(run / "out" / "best"), "me/x", "--private"]) == 0
+    assert calls == [("create", "me/x", True), ("upload", "me/x", str(run / "out" / "best"))]
+    assert "https://huggingface.co/me/x/commit/1" in capsys.readouterr().out
+    assert main(["push", str(run / "data"), "me/x"]) == 2
+    expect_one_line_error(capsys, "is not a model folder")
+
+    class Offline(FakeApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    assert main(["push", str(run / "out" / "best"), "me/x"]) == 2
+    expect_one_line_error(capsys, "Could not push")

@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    push = sub.add_parser("push", help="upload a run's model folder (best/, final/, a replayed one) to the "
+                                       "Hugging Face hub")
+    push.add_argument("folder", help="the folder to upload, e.g. runs/demo/best")
+    push.add_argument("repo_id", help="the model repository, e.g. your-name/smollm2-135m-mezo-rt")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", help="the branch to commit to (default: main)")
+    push.add_argument("--commit-message", help="(default: 'Upload FOLDER (zotune)')")
+
     bench = sub.add_parser("bench", help="run a grid of methods x tasks x seeds from a YAML file and write a CSV, "
                                          "a markdown table and plots")
     bench.add_argument("grid", help="the grid's YAML file (see configs/bench/)")
@@ -440,6 +448,15 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push(args: argparse.Namespace) -> int:
+    from zotune.integrations.hub import push_folder
+
+    url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                      message=args.commit_message)
+    print(f"pushed {args.folder} -> {url}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
     from zotune.methods import METHODS, SAMPLERS
@@ -482,7 +499,7 @@ def _main(argv: Sequence[str] | None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "bench": _cmd_bench,
-                   "meta-train": _cmd_meta_train, "list": _cmd_list}[args.command]
+                   "meta-train": _cmd_meta_train, "push": _cmd_push, "list": _cmd_list}[args.command]
         return handler(args)
     except ZotuneError as exc:
         print(f"zotune: error: {exc}", file=sys.stderr)

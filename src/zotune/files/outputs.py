@@ -76,7 +76,8 @@ _OWN_FILES = re.compile(
     r"|added_tokens\.json|chat_template\.(jinja|json)|vocab\.(json|txt)|merges\.txt|tokenizer\.model"
     r"|adapter_(config\.json|model\.safetensors)|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json"
     r"|weights\.safetensors|optimizer\.pt|loop_state\.json)")
-_WHOLE_FOLDERS = ("best", "best.old", "best.partial", "checkpoint", "checkpoint.old", "checkpoint.partial")
+_WHOLE_FOLDERS = ("best", "best.old", "best.partial", "final", "final.old", "final.partial", "checkpoint",
+                  "checkpoint.old", "checkpoint.partial")
 
 
 def foreign_files(folder: Path, names: Iterable[str]) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from zotune.assets import fit_to_context, load_model
+from zotune.assets import fit_to_context, load_model, resolve_model_path
 from zotune.errors import ConfigError, Interrupted, NonFiniteLossError, StateError, ZotuneWarning
 from zotune.files.durable import (
     atomic_write,
@@ -112,7 +112,8 @@ def truncate_log(path: Path, step: int) -> None:
 # Everything a run writes in its output folder: a new run refuses a folder holding any of them (unless told to
 # overwrite, and then removes only these), so nothing else in the folder is ever touched.
 RUN_FILES = ("seeds.jsonl", "metrics.jsonl", "summary.json", "loss.png", "layers.png", "checkpoint",
-             "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial", "tensorboard", "wandb")
+             "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial", "final", "final.old",
+             "final.partial", "tensorboard", "wandb")
 # Settings a resumed run may change: none of them changes the weights a step produces.
 RESUMABLE = frozenset({"steps", "max_forward_passes", "max_seconds", "eval_steps", "log_steps", "eval_batch_size",
                        "output_dir", "resume", "overwrite", "save_best", "threads", "data_dir", "trust_remote_code",
@@ -273,6 +274,11 @@ class _Run:
         self.peft = config.peft_settings()
         if self.peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
             model = apply_peft(model, self.peft, seed=config.seed)
+            # The saved adapter names its base as the hub id or an absolute folder, never the relative path typed
+            # (which would not resolve from elsewhere), so AutoPeftModel loads it from anywhere.
+            source = resolve_model_path(config.model)
+            for adapter in model.peft_config.values():
+                adapter.base_model_name_or_path = str(Path(source).resolve()) if isinstance(source, Path) else source
         self.model = model
         data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
                            num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
@@ -422,9 +428,13 @@ class _Run:
                             desc=f"eval {name}" if self.progress else None, tokenizer=self.tokenizer)
 
     def save_best(self) -> None:
+        self.save_model("best")
+
+    def save_model(self, name: str) -> None:
+        """The model (or its adapter) and tokenizer as a loadable folder ``name`` in the run's folder."""
         if self.writes:
-            replace_folder(self.out / "best", lambda tmp: (self.model.save_pretrained(tmp),
-                                                           self.tokenizer.save_pretrained(tmp)))
+            replace_folder(self.out / name, lambda tmp: (self.model.save_pretrained(tmp),
+                                                         self.tokenizer.save_pretrained(tmp)))
 
     def _check_finite_weights(self, done: int, what: str) -> None:
         """A diverged model is never saved as good: the last checkpoint (and best/) stay as they were."""
@@ -485,6 +495,9 @@ class _Run:
         result.steps, result.forward_passes = state["step"], self.optimizer.forward_passes
         result.train_seconds, result.step_seconds = state["train_seconds"], state.get("step_seconds", {})
         result.machine = machine_info()
+        if self.writes:  # the last step's weights as a loadable folder, whichever weights best/ holds
+            self._check_finite_weights(result.steps, "final/")
+            self.save_model("final")
         if not self.dev_ex:  # nothing to select with: the final weights are the ones scored and saved
             state.update(best_dev=float("nan"), best_step=result.steps)
             self._check_finite_weights(result.steps, "best/")
@@ -496,8 +509,11 @@ class _Run:
         chosen = "best-dev" if config.save_best and self.dev_ex else "final"
         result.final = {"eval_" + k: v for k, v in self.score(self.eval_ex, f"held-out {chosen}").items()}
         self.logger.log({"kind": "final", "step": result.steps, "best_step": result.best_step, **result.final})
-        if self.writes and config.save_best and (self.out / "best").is_dir():
-            atomic_write_text(self.out / "best" / "README.md", model_card(config, result, self.task.metric))
+        if self.writes:
+            for weights in ("best", "final") if config.save_best else ("final",):
+                if (self.out / weights).is_dir():
+                    atomic_write_text(self.out / weights / "README.md",
+                                      model_card(config, result, self.task, weights=weights))
         return result
 
     def close_logs(self) -> None:
@@ -517,8 +533,9 @@ class _Run:
             records, tmp, title=f"{config.method} on {config.task} ({config.model})"))
         result.files = {"metrics": str(out / "metrics.jsonl"), "plot": str(out / "loss.png"),
                         "checkpoint": str(out / "checkpoint"), "seed_log": str(self.seed_log_path)}
-        if (out / "best").is_dir():  # not with --no-save-best
-            result.files["best"] = str(out / "best")
+        for weights in ("best", "final"):  # best/: not with --no-save-best
+            if (out / weights).is_dir():
+                result.files[weights] = str(out / weights)
         if any(r.get("kind") == "sampler" and "draws" in r for r in records):
             atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
                 records, tmp, title=f"{self.optimizer.sampler.config.name} layer draws"))
