@@ -231,11 +231,10 @@ def test_resume_with_a_corrupt_seed_log_changes_nothing(run, tiny_model_dir, cap
 
 def test_an_end_line_with_a_string_step_count_is_an_error(run, capsys):
     log = run / "out" / "seeds.jsonl"
-    lines = log.read_text().splitlines()
-    end = json.loads(lines[-1])
-    end["steps"] = "3"
-    del end["check"]
-    log.write_text("\n".join(lines[:-1] + [json.dumps(end)]) + "\n")
+    # As a log without checksums (older zotune): the end line's own check must hold by itself.
+    lines = [{k: v for k, v in json.loads(text).items() if k != "check"} for text in log.read_text().splitlines()]
+    lines[-1]["steps"] = "3"
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert _replay(run, run / "re") == 2
     expect_one_line_error(capsys, "corrupt seed log line (bad or missing end line: steps or sha256)")
 

@@ -145,6 +145,18 @@ def test_the_model_card_names_zeroth_order_training_not_adamw(tiny_model_and_tok
     assert "adamw" not in card.lower() and "zeroth-order" in card
 
 
+def test_the_trainers_card_carries_hub_metadata(tiny_model_and_tokenizer, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model, tokenizer = tiny_model_and_tokenizer
+    trainer = ZOTrainer(model=model, args=_args(tmp_path, max_steps=1), train_dataset=_dataset(tokenizer))
+    trainer.train()
+    trainer.create_model_card(finetuned_from="HuggingFaceTB/SmolLM2-135M-Instruct", dataset="glue")
+    meta = ModelCard.load(tmp_path / "README.md").data.to_dict()
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["library_name"] == "transformers"
+    assert meta["datasets"] == ["glue"] and {"zotune", "zeroth-order", "mezo"} <= set(meta["tags"])
+
+
 def test_gradient_optimizer_arguments_are_warned_about(tiny_model_and_tokenizer, tmp_path):
     from zotune.errors import ZotuneWarning
 

@@ -16,7 +16,7 @@ from zotune.errors import StateError
 from zotune.train.config import TrainConfig
 from zotune.train.loop import train
 from zotune.train.replay import replay
-from zotune.train.seedlog import read_seed_log, weights_sha256
+from zotune.train.seedlog import _dump, read_seed_log, weights_sha256
 
 
 def _config(model_dir, data_dir, out, **overrides):
@@ -122,7 +122,7 @@ def test_resume_truncates_the_seed_log_to_the_checkpoint(tiny_model_dir, tiny_da
     path = tmp_path / "seeds.jsonl"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # as if killed: no end line
     with open(path, "a") as fh:  # steps a killed run logged after its last checkpoint, and a torn line
-        fh.write(json.dumps({"step": 3, "seed": 1, "lr": 0.1, "losses": [1.0, 2.0], "grads": [0.0]}) + "\n")
+        fh.write(_dump({"step": 3, "seed": 1, "lr": 0.1, "losses": [1.0, 2.0], "grads": [0.0]}))
         fh.write('{"step": 4, "se')
     train(_config(tiny_model_dir, tiny_data_dir, tmp_path, steps=6, resume=True), progress=False)
     log = read_seed_log(path)

@@ -176,7 +176,9 @@ class ZOTrainer(Trainer):
         """The Trainer's card, with the optimizer it names replaced by what trained the model."""
         tags = kwargs.pop("tags", None) or []
         tags = [tags] if isinstance(tags, str) else list(tags)
-        super().create_model_card(*args, tags=[*tags, "zotune", "zeroth-order"], **kwargs)
+        if kwargs.get("dataset") and not kwargs.get("dataset_tags"):
+            kwargs["dataset_tags"] = kwargs["dataset"]  # the hub reads the datasets from the metadata only
+        super().create_model_card(*args, tags=[*tags, "zotune", "zeroth-order", self.zo_method], **kwargs)
         card = Path(self.args.output_dir) / "README.md"
         if not self.is_world_process_zero() or not card.is_file():
             return

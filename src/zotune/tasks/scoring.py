@@ -57,7 +57,7 @@ def encode(task: Task, rows: Sequence[dict], tokenizer, *, max_length: int = 512
                 raise DataError(f"{task.name}: candidate {text!r} tokenises to no tokens")
             cands.append(cache[text])
         texts = task.candidates(row)
-        if len(set(cands)) < len(set(texts)):  # e.g. two label words that are both [UNK] to this tokenizer
+        if task.kind == "classification" and len(set(cands)) < len(set(texts)):  # e.g. two label words that are both [UNK] to this tokenizer
             same = [t for t in dict.fromkeys(texts) if sum(cache[t] == cache[u] for u in dict.fromkeys(texts)) > 1]
             raise DataError(f"{task.name}: the candidates {', '.join(repr(t) for t in same)} tokenise to the same "
                             f"tokens {cache[same[0]]}: the model cannot tell them apart (choose other words)")

@@ -375,7 +375,8 @@ class _Run:
             fresh_batch_indices(step, j, len(self.train_ex), config.batch_size, config.seed)))
         if optimizer.consecutive_skips >= config.max_nonfinite:
             raise NonFiniteLossError(
-                f"{optimizer.consecutive_skips} non-finite losses in a row at step {step}; stopping. "
+                f"{optimizer.consecutive_skips} steps skipped in a row at step {step} (non-finite losses, or "
+                "updates beyond the float range); stopping. "
                 f"The last good checkpoint is in {self.out / 'checkpoint'} (try a smaller --lr or --eps)")
         if self.seed_log:
             self.seed_log.append(optimizer.last_record)
