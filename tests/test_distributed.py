@@ -124,10 +124,10 @@ def test_torchrun_cli_data_parallel_matches_a_single_process_run(tiny_model_dir,
     run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
            str(_free_port()), "-m", "zotune.cli", "train", *args, "--output-dir", str(tmp_path / "two"),
            "--parallel", "data"]
-    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     single = subprocess.run([sys.executable, "-m", "zotune.cli", "train", *args, "--output-dir",
-                             str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=1800)
     assert single.returncode == 0, single.stderr[-2000:]
     two = load_file(str(tmp_path / "two" / "checkpoint" / "weights.safetensors"))
     one = load_file(str(tmp_path / "one" / "checkpoint" / "weights.safetensors"))
