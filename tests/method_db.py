@@ -19,6 +19,7 @@ from zotune import ZOOptimizer
 
 LAYERS, WIDTH = 3, 2
 UPDATE_RULES = {"sgd": 0.003, "momentum": 0.001, "sign": 0.03, "cons": 0.003, "adam": 0.03}  # rule -> its lr
+FZOO_LRS = {"sgd": 3e-5, "momentum": 3e-6, "cons": 3e-5}
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class MethodCase:
     sampler: str | None = None
     directions: str = "gaussian"
     controller: bool = False  # ZO Fine-tuner: write a controller for the problem's tensors first
+    # Learning rates of the rules whose step scales with the estimate (FZOO's normalised estimate is about
+    # 1/eps larger than a gradient), where they differ from UPDATE_RULES'.
+    lrs: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.label
@@ -42,6 +46,9 @@ CASES = [
     MethodCase("dizo+adalezo", "dizo", {"interval": 2, "probes": 2, "sample_fraction": 0.5}, sampler="adalezo"),
     MethodCase("ldsd", "ldsd", {"candidates": 3, "lr_mu": 0.01}),
     MethodCase("zo-finetuner", "zo-finetuner", controller=True),
+    MethodCase("fzoo", "fzoo", {"perturbations": 3}, lrs=FZOO_LRS),
+    MethodCase("fzoo+adalezo", "fzoo", {"perturbations": 3, "sample_fraction": 0.5}, sampler="adalezo",
+               lrs=FZOO_LRS),
 ]
 
 

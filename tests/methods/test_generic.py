@@ -46,7 +46,7 @@ def test_composes_with_every_update_rule(case, update, tmp_path):
     named = named_params()
     loss, fresh = quadratic(named)
     start = loss()
-    opt = build(case, named, tmp_path, update=update, lr=UPDATE_RULES[update], seed=0)
+    opt = build(case, named, tmp_path, update=update, lr=case.lrs.get(update, UPDATE_RULES[update]), seed=0)
     for _ in range(150):
         opt.step(loss, fresh_closure=fresh)
     assert loss() < 0.7 * start, f"{case} with {update}: {start:.3f} -> {loss():.3f}"

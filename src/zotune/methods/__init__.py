@@ -1,6 +1,6 @@
 """Method and sampler plug-ins. Each built-in subpackage is imported here explicitly, which registers it."""
 
-from zotune.methods import adalezo, dizo, ldsd, mezo, zo_finetuner
+from zotune.methods import adalezo, dizo, fzoo, ldsd, mezo, zo_finetuner
 from zotune.methods.base import METHODS, Method, MethodConfig, Probe, build_method, register_method
 from zotune.methods.sampling import (
     SAMPLERS,
@@ -26,6 +26,7 @@ __all__ = [
     "route_options",
     "adalezo",
     "dizo",
+    "fzoo",
     "ldsd",
     "mezo",
     "zo_finetuner",

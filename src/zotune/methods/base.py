@@ -1,12 +1,16 @@
 """The method plug-in interface: a config dataclass plus a hook object whose defaults are MeZO.
 
-A method overrides only the hooks where it differs from MeZO (STYLE §2):
+A method overrides only the hooks where it differs from MeZO (as ``torch.optim`` algorithms share one
+functional core and differ in their update):
 
 - ``plan(step, generator, sampled)``: refine the sampler's plan (which blocks take part, with a perturbation
   scale and update weight per block; the sampler, ``methods/sampling.py``, chooses the blocks);
 - ``direction(block, generator, out)``: how z is drawn, a whole block at a time, or ``noise_source()``: the same
   as a stream the engine reads in chunks on its worker threads;
+- ``directions_per_step(n_directions)``: how many directions a step probes (``n_directions``, unless the
+  method sets its own count, as FZOO does);
 - ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
+- ``finish(probes)``: the step's probes once all are in, before the update (FZOO normalises them);
 - ``observe(probes, plan)``: what is learned from the losses;
 - ``after_update(step, loss_fn, generator, fresh_loss)``: work between steps that may evaluate the loss, on the
   step's batch (``loss_fn``) or on fresh ones (``fresh_loss(j)``, when the caller provides them).
@@ -83,17 +87,21 @@ class Probe:
         losses: the losses evaluated, ``(L+, L-)`` for the two-point probe.
         restore: ``(seed, coef)`` that still has to be added (times each block's scale) to bring the weights back
             to theta, or None if they are back already. Leaving it pending lets ``sgd`` fuse it into the update.
+        at_theta: the loss at theta itself, when the method evaluated it (FZOO's l_0); None: estimated from
+            ``losses``.
     """
 
     seed: int
     projected_grad: float
     losses: tuple[float, ...]
     restore: tuple[int, float] | None = None
+    at_theta: float | None = None
 
     @property
     def loss(self) -> float:
-        """The loss estimate at theta reported for the step: the mean of the probe's losses."""
-        return sum(self.losses) / len(self.losses)
+        """The loss estimate at theta reported for the step: the loss at theta when it was evaluated, else the
+        mean of the probe's losses."""
+        return self.at_theta if self.at_theta is not None else sum(self.losses) / len(self.losses)
 
 
 class Method(Plugin):
@@ -118,6 +126,11 @@ class Method(Plugin):
         None (MeZO's): the optimizer's ``directions``."""
         return None
 
+    def directions_per_step(self, n_directions: int) -> int:
+        """The directions a step probes, given the optimizer's ``n_directions`` (MeZO: that many). A method with
+        its own count returns it, and refuses an ``n_directions`` it cannot honour (``ConfigError``)."""
+        return n_directions
+
     def probe(self, loss_fn: LossFn, seed: int, eps: float, plan: StepPlan) -> Probe:
         """Two-point SPSA: theta + eps z, theta - eps z; leaves the ``+eps z`` restore pending."""
         self.engine.perturb(seed, eps, plan)
@@ -126,6 +139,11 @@ class Method(Plugin):
         loss_minus = loss_fn()
         grad = (loss_plus - loss_minus) / (2.0 * eps)
         return Probe(seed, grad, (loss_plus, loss_minus), restore=(seed, eps))
+
+    def finish(self, probes: list[Probe]) -> list[Probe]:
+        """The step's probes, all finite, before the update: a method may rescale their projected gradients
+        (MeZO keeps them)."""
+        return probes
 
     def observe(self, probes: list[Probe], plan: StepPlan) -> None:
         return None

@@ -134,6 +134,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
+        self.method.directions_per_step(n_directions)  # refuses a count the method cannot honour, up front
         # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
         self.direction_split = _direction_world(config.direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
@@ -219,7 +220,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         group, step_seed = self.param_groups[0], record.seed
         plan = self.sampler.plan(self.step_count, plan_generator)
         plan = self.method.plan(self.step_count, plan_generator, plan)
-        n = group["n_directions"]
+        n = self.method.directions_per_step(group["n_directions"])
         probes: list[Probe | None] = []
         probing_started = time.perf_counter()
         for i in range(n):
@@ -239,6 +240,12 @@ class ZOOptimizer(torch.optim.Optimizer):
             probes = self._share_probes(probes, step_seed)
             if not all(self._usable(p.projected_grad, group["lr"], n) for p in probes):
                 return self._skip(probes, started)
+        probes = self.method.finish(probes)
+        if not all(self._usable(p.projected_grad, group["lr"], n) for p in probes):
+            if probes[-1].restore is not None:  # the fused restore will not come: put it in now
+                self.engine.perturb(probes[-1].restore[0], probes[-1].restore[1], plan)
+                probes[-1].restore = None
+            return self._skip(probes, started)
         probing = time.perf_counter() - probing_started
         forward_in_probes = self._forward_seconds
         self.last_probes = probes
@@ -455,7 +462,7 @@ def _direction_source(directions: str, method: Method) -> Any:
     own = method.noise_source()
     if own is None and type(method).direction is Method.direction:
         return NOISES.get(directions)
-    if directions != "gaussian":
+    if directions not in ("gaussian", getattr(own, "name", None)):  # gaussian: the default, not a choice
         raise ConfigError(f"method {method.config.name!r} draws its own directions; "
                           f"directions={directions!r} does not apply to it")
     return own if own is not None else method.direction
