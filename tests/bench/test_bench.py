@@ -53,6 +53,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     assert all(r["forward_passes"] == "8" and r["steps"] == "4" for r in rows)  # the pass budget ended each run
     assert all(0.0 <= float(r["score"]) <= 1.0 and float(r["final_train_loss"]) > 0 for r in rows)
     assert all(r["cpus"] == str(os.cpu_count()) and r["loaded"] in ("True", "False") for r in rows)
+    assert all(r["cpu_model"] for r in rows)  # the kind of machine each run was timed on
     table = files["table"].read_text()
     assert "| method | rotten_tomatoes (accuracy) | sst2 (accuracy) |" in table
     assert "| zero-shot |" in table and "| mezo-rademacher |" in table and " ± " in table

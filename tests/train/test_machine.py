@@ -14,3 +14,17 @@ def test_the_machine_record_names_what_the_seconds_were_taken_on():
     assert info["cpus"] == os.cpu_count() and info["threads"] >= 1 and info["device"]
     load = load_average()
     assert load is None or load >= 0
+
+
+def test_the_machine_record_names_the_cpu_and_its_bf16_flags(monkeypatch, tmp_path):
+    import builtins
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                       "flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+        cpuinfo if str(path) == "/proc/cpuinfo" else path, *a, **k))
+    info = machine_info()
+    assert info["cpu_model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert info["cpu_bf16"] == ["amx_bf16", "avx512_bf16"]

@@ -23,7 +23,7 @@ __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
 
 CSV_FIELDS = ["method", "task", "seed", "status", "metric", "zero_shot", "score", "final_train_loss",
               "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "mean_load",
-              "cpus", "loaded", "output_dir"]
+              "cpus", "cpu_model", "cpu_bf16", "loaded", "output_dir"]
 
 
 @dataclass
@@ -54,8 +54,11 @@ class RunResult:
                    forward_passes=summary["forward_passes"], train_seconds=summary["train_seconds"],
                    seconds_per_step=summary["train_seconds"] / steps if steps else None)
         loads = [r["load"] for r in self.curve if r.get("load") is not None]
-        cpus = summary.get("machine", {}).get("cpus")  # runs from before zotune recorded it have neither
-        row.update(mean_load=statistics.fmean(loads) if loads else None, cpus=cpus, loaded=was_loaded(loads, cpus))
+        machine = summary.get("machine", {})  # runs from before zotune recorded it have none of these
+        cpus = machine.get("cpus")
+        row.update(mean_load=statistics.fmean(loads) if loads else None, cpus=cpus, loaded=was_loaded(loads, cpus),
+                   cpu_model=machine.get("cpu_model"),
+                   cpu_bf16=" ".join(machine["cpu_bf16"]) if isinstance(machine.get("cpu_bf16"), list) else None)
         return row
 
 
