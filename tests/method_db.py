@@ -46,6 +46,7 @@ CASES = [
     MethodCase("dizo+adalezo", "dizo", {"interval": 2, "probes": 2, "sample_fraction": 0.5}, sampler="adalezo"),
     MethodCase("ldsd", "ldsd", {"candidates": 3, "lr_mu": 0.01}),
     MethodCase("zo-finetuner", "zo-finetuner", controller=True),
+    MethodCase("lozo", "lozo", {"rank": 1, "interval": 2}),
     MethodCase("fzoo", "fzoo", {"perturbations": 3}, lrs=FZOO_LRS),
     MethodCase("fzoo+adalezo", "fzoo", {"perturbations": 3, "sample_fraction": 0.5}, sampler="adalezo",
                lrs=FZOO_LRS),

@@ -43,7 +43,8 @@ class ZOTrainingArguments(TrainingArguments):
     (arXiv 2305.17333, appendix E), where the Trainer's default is a linear decay.
     """
 
-    zo_method: str = field(default="mezo", metadata={"help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner"})
+    zo_method: str = field(default="mezo", metadata={
+        "help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner, fzoo, lozo"})
     zo_eps: float = field(default=1e-3, metadata={"help": "perturbation scale epsilon"})
     zo_update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     zo_n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})

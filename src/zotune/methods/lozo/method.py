@@ -1,0 +1,49 @@
+"""LOZO (Chen et al., arXiv 2410.07698, section 3): two-point SPSA along low-rank directions with a lazy subspace.
+
+For a weight matrix W (m x n) the direction is z = U Vᵀ with U ~ N(0, 1)^{m x r} drawn every step and
+V ~ N(0, 1)^{n x r} drawn every ``interval`` steps and kept in between; a tensor that is not a matrix (a norm
+scale, a bias) gets a full Gaussian z, as in the public code. The estimate is MeZO's,
+g = (L(θ + εz) − L(θ − εz)) / (2ε), and the update rule moves the weights along g z (``sgd``: the paper's
+W ← W − η g U Vᵀ). V is never stored: at the start of each period the method draws a period seed from the step's
+own stream, and V is regenerated from it and the block's index (``noise.py``); the seed is in the method's
+state, so a resumed run keeps the same V.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from zotune.errors import StateError
+from zotune.methods.base import Method
+from zotune.methods.lozo.config import LOZOConfig
+from zotune.methods.lozo.noise import LowRankNoise
+from zotune.perturb import NoiseSource, StepPlan
+
+__all__ = ["LOZO"]
+
+
+class LOZO(Method):
+    config: LOZOConfig
+
+    def __init__(self, config: LOZOConfig) -> None:
+        super().__init__(config)
+        self.period_seed = 0  # set by the first step's plan
+
+    def noise_source(self) -> NoiseSource:
+        return LowRankNoise(self.config.rank, lambda: self.period_seed)
+
+    def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
+        if step % self.config.interval == 0:  # a new lazy period: a new V for every matrix
+            self.period_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        return sampled
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"period_seed": self.period_seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        seed = state.get("period_seed")
+        if not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise StateError(f"Corrupt LOZO state: period_seed is {seed!r}")
+        self.period_seed = seed

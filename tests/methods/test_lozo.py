@@ -1,0 +1,103 @@
+"""LOZO (arXiv 2410.07698): rank-r perturbations U Vᵀ of each matrix, V kept for `interval` steps."""
+
+import pytest
+import torch
+
+from zotune import ZOOptimizer
+from zotune.errors import ConfigError
+from zotune.methods.lozo.noise import _LowRankReader
+
+
+def _matrix_quadratic(seed=0, shape=(6, 5)):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.nn.Parameter(torch.randn(shape, generator=g))
+    target = torch.randn(shape, generator=g)
+    scale = torch.rand(shape, generator=g) + 0.5
+    return w, (lambda: (scale * (w - target) ** 2).sum()), 2 * scale * (w.detach() - target)
+
+
+def test_the_estimate_is_r_times_the_gradient_on_a_quadratic():
+    """E[z zᵀ] = r I for z = U Vᵀ with fresh U and V (interval 1): the expected step is r times the gradient (the
+    public code has no 1/r), and central differences are exact on a quadratic. 3000 trials at r = 2."""
+    w, loss, grad = _matrix_quadratic()
+    w0 = w.detach().clone()
+    trials, total = 3000, torch.zeros_like(w0)
+    for seed in range(trials):
+        with torch.no_grad():
+            w.copy_(w0)
+        ZOOptimizer([w], method="lozo", lr=1.0, eps=1e-3, seed=seed,
+                    method_options={"rank": 2, "interval": 1}).step(loss)
+        total += w0 - w.detach()
+    mean = total / trials
+    assert (mean - 2 * grad).norm() / (2 * grad).norm() < 0.12
+    assert torch.nn.functional.cosine_similarity(mean.flatten(), grad.flatten(), dim=0) > 0.99
+
+
+def _directions(opt, steps, loss):
+    out = []
+    for _ in range(steps):
+        opt.step(loss)
+        (probe,) = opt.last_probes
+        out.append(opt.engine.noise(probe.seed, opt.engine.blocks[0]).clone())
+    return out
+
+
+def test_v_is_kept_for_interval_steps_and_drawn_anew_after_them():
+    w, loss, _ = _matrix_quadratic()
+    opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3, seed=1, method_options={"rank": 2, "interval": 4})
+    z = _directions(opt, 8, loss)
+    first, second = torch.cat(z[:4]), torch.cat(z[4:])  # rows of every direction of a period
+    assert torch.linalg.matrix_rank(first) == 2 and torch.linalg.matrix_rank(second) == 2  # one V each
+    assert torch.linalg.matrix_rank(torch.cat([first, second])) == 4  # two different V
+    assert not torch.allclose(z[0], z[1])  # U is drawn every step
+
+
+def test_the_lazy_v_survives_a_state_dict_round_trip():
+    w, loss, _ = _matrix_quadratic()
+    opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3, seed=1, method_options={"interval": 4})
+    _directions(opt, 2, loss)
+    state = opt.state_dict()
+    straight = _directions(opt, 2, loss)
+    w2, loss2, _ = _matrix_quadratic()
+    resumed = ZOOptimizer([w2], method="lozo", lr=1e-3, eps=1e-3, seed=99, method_options={"interval": 4})
+    resumed.load_state_dict(state)
+    with torch.no_grad():
+        w2.copy_(w.detach())  # the directions depend on the seeds only, not on the weights
+    again = _directions(resumed, 2, loss2)
+    assert all(torch.equal(a, b) for a, b in zip(straight, again))
+
+
+def test_in_place_and_deferred_probes_give_the_same_losses():
+    losses = {}
+    for mode in ("in_place", "deferred"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
+        x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+        opt = ZOOptimizer(model, method="lozo", lr=1e-2, eps=1e-3, seed=2, perturbation=mode,
+                          method_options={"interval": 2})
+        for _ in range(5):
+            opt.step(lambda: model(x).pow(2).mean())
+        losses[mode] = [value for _ in [0] for value in opt.last_record.losses]
+    torch.testing.assert_close(torch.tensor(losses["in_place"]), torch.tensor(losses["deferred"]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_an_sgd_step_never_forms_the_m_by_n_direction(monkeypatch):
+    """Probes, restores and the fused update are addmm_ passes over the matrix: U Vᵀ is only formed by fill(),
+    which the elementwise rules need."""
+    def forbidden(self, out):
+        raise AssertionError("formed U V^T")
+
+    monkeypatch.setattr(_LowRankReader, "fill", forbidden)
+    w, loss, _ = _matrix_quadratic()
+    opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3)
+    for _ in range(3):
+        opt.step(loss)
+    assert opt.step_count == 3
+
+
+@pytest.mark.parametrize("options, message", [({"rank": 0}, "Invalid rank"), ({"interval": 0}, "Invalid interval")])
+def test_bad_options_are_refused(options, message):
+    w = torch.nn.Parameter(torch.zeros(3, 3))
+    with pytest.raises(ConfigError, match=message):
+        ZOOptimizer([w], method="lozo", method_options=options)
