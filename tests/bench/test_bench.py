@@ -71,6 +71,8 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
              for t in ("rotten_tomatoes", "sst2") for s in ("0", "1")]
     assert row[1].startswith(f"{sum(diffs) / 4:+.1f}") and row[2].endswith("of 2") and row[3].endswith("of 4")
     assert "| mezo |" not in versus
+    by_task = table.split("## Against mezo, task by task")[1].split("## Cost")[0]
+    assert "| mezo-rademacher |" in by_task and "W/L" in by_task  # per task: a paired interval over the 2 seeds
     # The two direction kinds really ran differently.
     summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
                  for m in ("mezo", "mezo-rademacher")]
@@ -236,3 +238,14 @@ def test_a_summary_that_is_not_a_json_object_means_the_run_is_done_again(tiny_mo
     run.output_dir.mkdir(parents=True)
     (run.output_dir / "summary.json").write_text("[1, 2, 3]")
     assert run_state(run) == "new"
+
+
+def test_paired_differences_come_with_a_t_interval_and_say_when_it_holds_zero():
+    from zotune.bench.report import _interval_cell, paired_interval
+
+    mean, low, high = paired_interval([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303: half-width 4.303 / sqrt(3)
+    assert mean == 2.0 and abs(high - 2.0 - 4.303 / 3 ** 0.5) < 1e-9 and abs(low - (2.0 - 4.303 / 3 ** 0.5)) < 1e-9
+    assert _interval_cell([1.0, 2.0, 3.0]) == "+2.0 [-0.5, +4.5] (W/L 3/0, not distinguishable)"
+    assert _interval_cell([2.0, 2.1, 1.9, 2.0]) == "+2.0 [+1.9, +2.1] (W/L 4/0)"
+    assert _interval_cell([-1.0, 0.0]).endswith("(W/L 0/1, not distinguishable)")
+    assert paired_interval([5.0]) is None and _interval_cell([]) == "—"

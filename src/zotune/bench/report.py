@@ -114,6 +114,35 @@ def _csv_text(results: list[RunResult]) -> str:
     return buffer.getvalue()
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1-30); beyond, the normal's 1.96 is within 2%.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float] | None:
+    """Mean of paired differences with its 95% t-interval ``(mean, low, high)``; None for fewer than 2 pairs."""
+    if len(diffs) < 2:
+        return None
+    mean = statistics.fmean(diffs)
+    df = len(diffs) - 1
+    half = (_T975[df - 1] if df <= len(_T975) else 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def _interval_cell(diffs: list[float]) -> str:
+    """``+1.2 [−0.4, +2.8] (W/L 5/3)``, and "not distinguishable" where the interval holds 0."""
+    if not diffs:
+        return "—"
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    tally = f"{wins}/{losses}"
+    found = paired_interval(diffs)
+    if found is None:
+        return f"{diffs[0]:+.1f} (one run; W/L {tally})"
+    mean, low, high = found
+    verdict = ", not distinguishable" if low <= 0 <= high else ""
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (W/L {tally}{verdict})"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
@@ -227,12 +256,12 @@ def _versus_table(results: list[RunResult], config: BenchConfig, reference: str)
     """Each method against the reference on the same tasks and seeds: the papers' claims in one table.
 
     Per method, over the (task, seed) pairs where both runs finished: the held-out metric's difference in points
-    (mean ± std over pairs), on how many tasks its mean is higher, in how many pairs its final training loss is
+    (the paired mean with its 95% t-interval, wins and losses), on how many tasks its mean is higher, in how many pairs its final training loss is
     lower, its training seconds as a share of the reference's, and the wall-clock speed-up to the reference's
     final loss (the reference's seconds to reach it over the method's; median over the pairs that reach it).
     """
     finished = {(r.run.method, r.run.task, r.run.seed): (r, r.row()) for r in results if r.finished}
-    lines = [f"| method | held-out vs {reference} (points) | tasks with a higher mean | runs with a lower final "
+    lines = [f"| method | held-out vs {reference} (points, paired mean [95% CI]) | tasks with a higher mean | runs with a lower final "
              f"loss | training time vs {reference} | wall-clock speed-up to {reference}'s final loss |",
              "|---|---|---|---|---|---|"]
     for method in config.methods:
@@ -263,13 +292,32 @@ def _versus_table(results: list[RunResult], config: BenchConfig, reference: str)
                 missed += 1
                 continue
             speedups.append(own["seconds"] / hit["seconds"])
-        mean, std = _mean_std(diffs) if diffs else (None, None)
-        points = "—" if mean is None else f"{mean:+.1f}" + ("" if std is None else f" ± {std:.1f}")
+        points = _interval_cell(diffs)
         loaded = "*" if any(r[1]["loaded"] for pair in pairs for r in pair) else ""
         speed = (f"{statistics.median(speedups):.2f}x{loaded}" if speedups else "—") + (
             f" (not reached in {missed} of {len(pairs)})" if missed else "")
         lines.append(f"| {method} | {points} | {higher} of {len(by_task)} | {lower} of {len(losses)} | "
                      f"{time_share:.2f}{loaded} | {speed} |")
+    return "\n".join(lines)
+
+
+def _paired_by_task_table(results: list[RunResult], config: BenchConfig, reference: str) -> str:
+    """Each method against the reference on each task: the held-out metric's paired difference over seeds, in
+    points, with its 95% interval and wins/losses."""
+    finished = {(r.run.method, r.run.task, r.run.seed): r.row() for r in results if r.finished}
+    tasks = list(config.tasks)
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for method in config.methods:
+        if method == reference:
+            continue
+        cells = []
+        for task in tasks:
+            diffs = [100 * (finished[(method, task, s)]["score"] - finished[(reference, task, s)]["score"])
+                     for s in config.seeds if (method, task, s) in finished and (reference, task, s) in finished
+                     and finished[(method, task, s)]["score"] is not None
+                     and finished[(reference, task, s)]["score"] is not None]
+            cells.append(_interval_cell(diffs))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -313,12 +361,16 @@ def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list
             f"above the CPU count + {LOADED_MARGIN}), so their seconds are not the method's alone.", "",
             _time_to_loss_table(results, config, reference), "",
             f"## Against {reference}, run for run", "",
-            f"Over the tasks and seeds where both finished: the held-out metric's difference (points, mean ± std over "
-            f"runs), the tasks where the method's mean is higher, the runs where its final training loss is lower, "
+            f"Over the tasks and seeds where both finished: the held-out metric's paired difference (points: the mean "
+            f"with its 95% t-interval, and runs won/lost; \"not distinguishable\" where the interval holds 0), the tasks where the method's mean is higher, the runs where its final training loss is lower, "
             f"its training time as a share of {reference}'s, and the wall-clock speed-up to {reference}'s final "
             f"training loss ({reference}'s seconds to reach it over the method's; median over the runs that reach "
             f"it). * : some runs were timed on a loaded machine.", "",
-            _versus_table(results, config, reference), ""]
+            _versus_table(results, config, reference), "",
+            f"## Against {reference}, task by task", "",
+            f"The held-out metric's paired difference from {reference} on each task (points, over the seeds where "
+            f"both finished): mean [95% t-interval] (runs won/lost).", "",
+            _paired_by_task_table(results, config, reference), ""]
 
 
 def _smoothed(values: list[float]) -> list[float]:
