@@ -180,6 +180,17 @@ def test_every_method_tied_at_the_best_score_is_bold(tiny_model_dir, tiny_data_d
         path.write_text(json.dumps(summary))
     table = write_report(config)["table"].read_text()
     assert "| mezo | **0.750** |" in table and "| mezo-rademacher | **0.750** |" in table
+    # A lead of less than one held-out example (16 rows here: 0.0625) is no lead: nothing is bold.
+    path = tmp_path / "bench" / "runs" / "mezo" / "rotten_tomatoes" / "seed0" / "summary.json"
+    summary = json.loads(path.read_text())
+    assert summary["data"]["eval"] == 16
+    summary["final"]["eval_score"] = 0.80
+    path.write_text(json.dumps(summary))
+    held_out = write_report(config)["table"].read_text().split("## Final training loss")[0]
+    assert "| mezo | 0.800 |" in held_out and "**" not in held_out.split("|---")[1]
+    summary["final"]["eval_score"] = 0.8125  # exactly one example ahead
+    path.write_text(json.dumps(summary))
+    assert "| mezo | **0.812** |" in write_report(config)["table"].read_text()
 
 
 @pytest.mark.parametrize("change,message", [
