@@ -112,6 +112,31 @@ def test_mu_learns_a_descent_direction_on_a_linear_loss():
     assert metrics["mu_grad_cosine"] < 0  # mu points downhill, the gradient estimate uphill
 
 
+def test_the_weight_of_mu_against_the_noise_is_logged_and_reported_per_block():
+    """|mu| / (sigma |xi|) for the step's first direction, mu before its update: recomputed by hand here."""
+    from zotune.methods.ldsd.method import RATIO_REPORT_STEPS
+    from zotune.perturb import gaussian_direction
+
+    torch.manual_seed(0)
+    slope = torch.randn(20)
+    theta = torch.nn.Parameter(torch.zeros(20))
+    opt = ZOOptimizer([("theta", theta)], "ldsd", lr=0.0, eps=1e-2, seed=0,
+                      method_options={"candidates": 3, "lr_mu": 0.05, "sigma": 0.5})
+    events = []
+    for _ in range(RATIO_REPORT_STEPS):
+        mu_before = opt.method.mu[0].clone()
+        opt.step(lambda: slope @ theta)
+        events += opt.method.report()
+    best_seed = opt.last_probes[0].seed
+    xi = opt.engine.noise(best_seed, opt.engine.blocks[0], direction=gaussian_direction)
+    expected = (mu_before.norm() / (0.5 * xi.norm())).item()
+    metrics = opt.method.metrics()
+    assert metrics["mu_noise_ratio"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert metrics["mu_noise_ratio_max"] == pytest.approx(expected, rel=1e-5)  # one block
+    (event,) = events
+    assert event["event"] == "mu_noise_ratio" and event["blocks"] == {"theta": pytest.approx(expected, rel=1e-5)}
+
+
 def test_mu_stays_float32_when_the_model_is_bfloat16():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).to(torch.bfloat16)
     data = torch.randn(16, 4, dtype=torch.bfloat16)

@@ -15,6 +15,9 @@ from zotune.perturb import NoiseSource, PerturbationEngine, StepPlan, gaussian_d
 
 __all__ = ["LDSD"]
 
+# Every this many steps, a method record gives |mu_b| / (sigma |xi_b|) for each block b of the step.
+RATIO_REPORT_STEPS = 50
+
 
 class LDSD(Method):
     r"""Learned direction sampling for ZO (arXiv 2602.13659), with the correct leave-one-out estimator.
@@ -46,6 +49,8 @@ class LDSD(Method):
         self.mu: dict[int, torch.Tensor] = {}
         self._candidates: list[tuple[list[int], list[float], int]] = []  # per probe: seeds, losses, best
         self._metrics: dict[str, float] = {}
+        self._steps = 0  # steps observed, for the per-block ratio records
+        self._events: list[dict[str, Any]] = []
 
     def setup(self, engine: PerturbationEngine) -> None:
         super().setup(engine)
@@ -87,10 +92,11 @@ class LDSD(Method):
     def observe(self, probes: list[Probe], plan: StepPlan) -> None:
         cfg = self.config
         if not (cfg.lr_mu > 0 and cfg.candidates > 1):  # pure best-of-K (or MeZO): mu stays 0
-            self._metrics = {"mu_norm": 0.0, "mu_grad_cosine": 0.0}
+            self._metrics = {"mu_norm": 0.0, "mu_grad_cosine": 0.0, "mu_noise_ratio": 0.0, "mu_noise_ratio_max": 0.0}
             self._candidates = []
             return
-        dot = z_sq = mu_sq = 0.0
+        dot = z_sq = mu_sq = xi_sq = 0.0
+        block_ratios: dict[str, float] = {}
         for probe_index, (seeds, losses, best) in enumerate(self._candidates):
             total = sum(losses)
             advantages = [(cfg.candidates * f - total) / (cfg.candidates - 1) for f in losses]
@@ -100,18 +106,33 @@ class LDSD(Method):
                 for b, _, _ in plan:
                     mu = self.mu[b]
                     xi = self.engine.noise(seeds[best], self.engine.blocks[b], direction=gaussian_direction)
+                    block_xi_sq, block_mu_sq = float(xi.pow(2).sum()), float(mu.pow(2).sum())
+                    xi_sq += block_xi_sq
+                    if block_xi_sq > 0:
+                        block_ratios[self.engine.blocks[b].name] = math.sqrt(block_mu_sq / block_xi_sq) / cfg.sigma
                     z_best = xi.mul(cfg.sigma).add_(mu)
                     dot += float(mu.flatten() @ z_best.flatten())
                     z_sq += float(z_best.pow(2).sum())
-                    mu_sq += float(mu.pow(2).sum())
+                    mu_sq += block_mu_sq
             self._mu_engine.apply_combinations([(self._mu_engine.blocks[b], list(zip(seeds, coefs)), 1.0)
                                                 for b, _, _ in plan])
         grad = probes[0].projected_grad if probes else 0.0
         # cos(mu, g z*) = sign(g) cos(mu, z*); 0 while mu is 0 (the first step).
         cosine = dot / math.sqrt(mu_sq * z_sq) * (1.0 if grad > 0 else -1.0) if mu_sq > 0 and z_sq > 0 else 0.0
         norm = math.sqrt(sum(float(m.pow(2).sum()) for m in self.mu.values()))
-        self._metrics = {"mu_norm": norm, "mu_grad_cosine": cosine}
+        # How much the learned mean weighs in a direction z = mu + sigma xi: |mu| / (sigma |xi|), over the step's
+        # blocks (mu before its update) and at the largest block. Near 0, LDSD is best-of-K sampling.
+        ratio = math.sqrt(mu_sq / xi_sq) / cfg.sigma if xi_sq > 0 else 0.0
+        self._metrics = {"mu_norm": norm, "mu_grad_cosine": cosine, "mu_noise_ratio": ratio,
+                         "mu_noise_ratio_max": max(block_ratios.values(), default=0.0)}
+        self._steps += 1
+        if self._steps % RATIO_REPORT_STEPS == 0:
+            self._events.append({"event": "mu_noise_ratio", "ratio": ratio, "blocks": block_ratios})
         self._candidates = []
+
+    def report(self) -> list[dict[str, Any]]:
+        events, self._events = self._events, []
+        return events
 
     def metrics(self) -> dict[str, float]:
         return dict(self._metrics)
