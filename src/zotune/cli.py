@@ -144,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument("--" + name.replace("_", "-"), type=int, default=train_defaults[name])
     ev.add_argument("--batch-size", type=int, default=train_defaults["eval_batch_size"])
     ev.add_argument("--dtype", default=train_defaults["dtype"])
-    ev.add_argument("--autocast", choices=("bfloat16", "float16"),
-                    help="score with forward passes in this dtype over float32 weights (as `train --autocast`)")
+    ev.add_argument("--autocast", choices=("auto", "bfloat16", "float16", "none"), default="auto",
+                    help="score with forward passes in this dtype over float32 weights, as `train --autocast` "
+                         "(default: auto, bfloat16 where the hardware has bf16 instructions)")
     ev.add_argument("--trust-remote-code", action="store_true",
                     help="allow a model whose config needs custom Python code (it runs that code)")
 
@@ -200,11 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _precision(config) -> str:
-    """The banner's words for the weights' dtype and the forward passes' ('' for plain float32)."""
+def _precision(config, reason: str) -> str:
+    """The banner's words for the weights' dtype and the forward passes', and why they were chosen."""
+    why = "" if reason == "as asked for" else f": {reason}"
     if config.autocast:
-        return f", {config.dtype} weights with {config.autocast} forward passes (autocast)"
-    return "" if config.dtype == "float32" else f", {config.dtype} weights"
+        return f", {config.dtype} weights with {config.autocast} forward passes (autocast{why})"
+    return f", {config.dtype} weights and forward passes{' (' + why[2:] + ')' if why else ''}"
 
 
 def _schedule(config) -> str:
@@ -229,7 +231,7 @@ def _budget(config) -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from zotune.train.config import TrainConfig, load_yaml_config
-    from zotune.train.loop import check_names, train
+    from zotune.train.loop import check_names, resolve_precision, train
 
     values = dict(vars(args))
     progress = values.pop("progress", True)
@@ -245,7 +247,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key in [k for k in settings if k.startswith(_OPTION_DEST)]:
         options[key[len(_OPTION_DEST):]] = settings.pop(key)
     settings["method_options"] = options
-    config = TrainConfig.from_dict(settings)
+    asked = TrainConfig.from_dict(settings)
+    config, precision_reason = resolve_precision(asked)  # for the banner; train() resolves `asked` the same way
     check_names(config)  # before the banner, and before anything is created
     import torch
 
@@ -256,9 +259,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         print(f"zotune: {config.method} ({config.update}{sampler}) on {config.task} with {config.model}, "
               f"{_budget(config)}, lr {config.lr}{_schedule(config)}, eps {config.eps}, batch {config.batch_size}"
-              f"{parallel}{_precision(config)}",
+              f"{parallel}{_precision(config, precision_reason)}",
               flush=True)
-    result = train(config, progress=progress)
+    result = train(asked, progress=progress)
     if not main_process:
         return 0
     zs, fin = result.zero_shot.get("eval_score"), result.final.get("eval_score")
@@ -294,7 +297,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from zotune.assets import fit_to_context, load_model
     from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
-    from zotune.train.precision import check_autocast, forward_precision
+    from zotune.train.precision import check_autocast, forward_precision, resolve_autocast
 
     scored = "num_eval" if args.split == "eval" else "num_dev"
     bad = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("batch_size", "max_length", scored)
@@ -306,7 +309,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"Invalid {', '.join(dict.fromkeys(bad))}: sizes must be >= 1 ({scored} too, as it is "
                           "the set scored), other counts >= 0, the data seed from 0 to 2**63 - 1")
-    check_autocast(args.autocast, args.dtype)
+    autocast = None if args.autocast == "none" else args.autocast
+    check_autocast(autocast, args.dtype)
+    autocast, _ = resolve_autocast(autocast, args.dtype)
     task = TASKS.get(args.task)
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.adapter:
@@ -325,7 +330,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
-    with forward_precision(model, args.autocast):
+    with forward_precision(model, autocast):
         metrics = evaluate(model, encode(task, rows, tokenizer, max_length=fit_to_context(model, args.max_length)),
                            tokenizer.pad_token_id, batch_size=args.batch_size, tokenizer=tokenizer)
     print(f"{args.task} {args.split} ({len(rows)} examples): " +

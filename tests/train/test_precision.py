@@ -92,3 +92,70 @@ def test_the_cli_takes_autocast_says_it_in_the_banner_and_refuses_bad_values(tin
     assert main(["eval", "--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--dtype", "bfloat16",
                  "--autocast", "bfloat16"]) == 2
     assert "--autocast bfloat16 runs float32 weights" in capsys.readouterr().err
+
+
+# --- autocast: auto, the precision chosen by hardware -------------------------------------------------------
+
+
+@pytest.fixture()
+def cpu_flags(monkeypatch):
+    """Pretend this CPU has the given bf16 flags (and no GPU)."""
+    import zotune.train.machine as machine
+
+    def set_flags(flags):
+        monkeypatch.setattr(machine, "cpu_info", lambda: {"cpu_model": "test CPU", "cpu_bf16": list(flags)})
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    return set_flags
+
+
+@pytest.mark.parametrize("flags, dtype, expected", [
+    (["amx_bf16", "avx512_bf16"], "float32", "bfloat16"),
+    (["avx512_bf16"], "float32", "bfloat16"),
+    ([], "float32", None),
+    (["avx512_bf16"], "bfloat16", None),  # bf16 weights take no autocast
+])
+def test_auto_picks_bf16_autocast_only_where_the_hardware_multiplies_bf16(cpu_flags, flags, dtype, expected):
+    from zotune.train.precision import fastest_autocast
+
+    cpu_flags(flags)
+    autocast, why = fastest_autocast(dtype)
+    assert autocast == expected and why
+    assert ("bf16 instructions (" + ", ".join(flags) + ")" in why) if expected else True
+
+
+def test_a_run_says_which_precision_it_chose_and_why(cpu_flags, tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    from zotune.cli import main
+
+    cpu_flags(["avx512_bf16"])
+    args = ["train", "--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--output-dir",
+            str(tmp_path / "auto"), "--steps", "2", "--batch-size", "8", "--num-train", "32", "--num-dev", "8",
+            "--num-eval", "8", "--eval-steps", "2", "--no-progress"]
+    assert main(args) == 0
+    banner = capsys.readouterr().out.splitlines()[0]
+    assert "bfloat16 forward passes (autocast: this CPU has bf16 instructions (avx512_bf16))" in banner
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    assert summary["config"]["autocast"] == "bfloat16"
+    assert summary["precision"] == {"autocast": "bfloat16", "weights": "float32",
+                                    "why": "this CPU has bf16 instructions (avx512_bf16)"}
+    assert summary["machine"]["cpu_bf16"] == ["avx512_bf16"]
+    cpu_flags([])
+    assert main([*args[:6], str(tmp_path / "plain"), *args[7:]]) == 0
+    assert "float32 weights and forward passes (this CPU has no bf16 instructions" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["config"]["autocast"] is None
+    assert main([*args[:6], str(tmp_path / "asked"), *args[7:], "--autocast", "none"]) == 0
+
+
+def test_a_resumed_run_keeps_the_precision_of_its_checkpoint(cpu_flags, tiny_model_dir, tiny_data_dir, tmp_path):
+    """A run made in float32 (here: on a CPU without bf16) is resumed in float32 on one with bf16, and equals
+    the uninterrupted run, instead of being refused for another autocast."""
+    cpu_flags([])
+    straight = train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "a", autocast="auto"), progress=False)
+    train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "b", autocast="auto", steps=3), progress=False)
+    cpu_flags(["amx_bf16"])
+    resumed = train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "b", autocast="auto", resume=True),
+                    progress=False)
+    assert resumed.precision["autocast"] == "none" and resumed.precision["why"] == "as the run being resumed"
+    a = load_file(str(tmp_path / "a" / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint" / "weights.safetensors"))
+    assert straight.steps == resumed.steps and all(torch.equal(a[k], b[k]) for k in a)

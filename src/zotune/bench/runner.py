@@ -52,9 +52,12 @@ def _changed_keys(run: RunSpec) -> list[str]:
     """The settings in which a finished run differs from the grid's; a setting newer than the run's summary
     counts as its default."""
     from zotune.train.config import with_defaults
+    from zotune.train.precision import AUTO
 
     wanted = run.config().to_dict()
     finished = with_defaults(_finished_config(run) or {}, wanted)
+    if wanted.get("autocast") == AUTO:  # auto's choice, made on the machine the run finished on, is kept
+        wanted["autocast"] = finished.get("autocast")
     return sorted(k for k in set(wanted) | set(finished) if k not in _NOT_SETTINGS
                   and finished.get(k) != wanted.get(k))
 

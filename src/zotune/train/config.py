@@ -112,10 +112,11 @@ class TrainConfig:
     log_steps: int = field(default=1, metadata={"help": "log the training loss every this many steps"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompts cut from the left)"})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
-    autocast: str | None = field(default=None, metadata={
+    autocast: str | None = field(default="auto", metadata={
         "help": "run forward passes under torch.autocast in bfloat16 or float16 while the weights stay float32: "
                 "bf16 matrix speed where the hardware has it, perturbation as exact as in float32 "
-                "(docs/performance.md)"})
+                "(docs/performance.md). auto: bfloat16 on a CPU with AMX or AVX512-BF16 and on a GPU with bf16, "
+                "none elsewhere; none: float32 forward passes"})
     max_nonfinite: int = field(default=5, metadata={"help": "stop after this many non-finite steps in a row"})
     output_dir: str = field(default="runs/demo", metadata={"help": "where logs, plots and checkpoints go"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})

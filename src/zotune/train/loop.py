@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -50,7 +51,7 @@ from zotune.train.config import TrainConfig, with_defaults
 from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.machine import load_average, machine_info
 from zotune.train.plots import plot_layer_draws, plot_training
-from zotune.train.precision import forward_precision
+from zotune.train.precision import AUTO, fastest_autocast, forward_precision
 from zotune.train.schedule import budget_progress
 from zotune.train.seedlog import SeedLogWriter, read_seed_log
 from zotune.train.signals import StopRequests
@@ -79,6 +80,8 @@ class TrainResult:
     output_dir: str = ""
     files: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)  # CPUs, threads, device: what the seconds were taken on
+    # The forward passes' precision and why it was chosen (autocast: auto picks by hardware).
+    precision: dict[str, str] = field(default_factory=dict)
 
 
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -171,6 +174,25 @@ def check_names(config: TrainConfig) -> None:
         SAMPLERS.get(config.sampler)
 
 
+def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
+    """The config with ``autocast: auto`` made concrete, and why: a run being resumed keeps the precision its
+    checkpoint was made with (its fingerprint records it); a new one takes this machine's fastest
+    (``precision.fastest_autocast``). Any other value is kept, as asked for."""
+    if config.autocast != AUTO:
+        return config, "as asked for"
+    if config.resume:
+        found = find_checkpoint(Path(config.output_dir) / "checkpoint")
+        try:
+            state = json.loads((found / "loop_state.json").read_text(encoding="utf-8")) if found else None
+            settings = state["fingerprint"]["settings"]
+            if "autocast" in settings:
+                return dataclasses.replace(config, autocast=settings["autocast"]), "as the run being resumed"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no readable fingerprint: the resume's own checks report it
+    autocast, reason = fastest_autocast(config.dtype)
+    return dataclasses.replace(config, autocast=autocast), reason
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
@@ -192,21 +214,24 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         ZotuneError: bad configuration, data or model; NonFiniteLossError after repeated non-finite losses.
         Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
+    config, precision_reason = resolve_precision(config)
     out = Path(config.output_dir)
     check_names(config)
     config.warn_ignored()
     ranks = init_parallel(config.parallel, batch_size=config.batch_size)
+    precision = {"autocast": config.autocast or "none", "weights": config.dtype, "why": precision_reason}
     if not ranks.is_main:
-        return _train(config, ranks, progress=False)
+        return _train(config, ranks, progress=False, precision=precision)
     check_not_inputs({"--output-dir": [out / name for name in RUN_FILES]},
                      {"--model": config.model, "--data-dir": config.data_dir}, into=("--output-dir", out))
     check_writable(out)
     with FolderLock(out):
-        return _train(config, ranks, progress=progress)
+        return _train(config, ranks, progress=progress, precision=precision)
 
 
-def _train(config: TrainConfig, ranks, *, progress: bool) -> TrainResult:
+def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, str]) -> TrainResult:
     run = _Run(config, ranks, progress=progress)  # checks the folder, loads model and data, opens the logs
+    run.result.precision = precision
     with StopRequests() as stop:
         try:
             if not run.resumed:

@@ -15,17 +15,18 @@ import torch
 
 from zotune.errors import ConfigError
 
-__all__ = ["AUTOCAST_DTYPES", "check_autocast", "forward_precision"]
+__all__ = ["AUTOCAST_DTYPES", "AUTO", "check_autocast", "forward_precision", "fastest_autocast", "resolve_autocast"]
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTO = "auto"  # the fastest exact precision this machine has (fastest_autocast)
 
 
 def check_autocast(autocast: str | None, dtype: str) -> None:
-    """Raise ConfigError unless ``autocast`` is None or a known dtype over float32 weights."""
-    if autocast is None:
+    """Raise ConfigError unless ``autocast`` is None, ``auto`` or a known dtype over float32 weights."""
+    if autocast is None or autocast == AUTO:
         return
     if not isinstance(autocast, str) or autocast not in AUTOCAST_DTYPES:
-        raise ConfigError(f"Invalid autocast: {autocast!r} (bfloat16, float16 or none)")
+        raise ConfigError(f"Invalid autocast: {autocast!r} (auto, bfloat16, float16 or none)")
     if dtype != "float32":
         raise ConfigError(f"--autocast {autocast} runs float32 weights in {autocast}; with --dtype {dtype} the "
                           "weights are already low-precision: drop one of the two")
@@ -37,3 +38,31 @@ def forward_precision(model: torch.nn.Module, autocast: str | None) -> contextli
         return contextlib.nullcontext()
     device = next(model.parameters()).device.type
     return torch.autocast(device_type=device, dtype=AUTOCAST_DTYPES[autocast])
+
+
+def fastest_autocast(dtype: str) -> tuple[str | None, str]:
+    """The autocast a forward pass is fastest in on this machine, with float32 weights, and why.
+
+    bf16 where the hardware multiplies bf16 matrices (CUDA with bf16; a CPU with AMX or AVX512-BF16, where a
+    forward pass runs 1.5-3x faster than in float32: docs/performance.md), else none: a CPU without them emulates
+    bf16, several times slower than float32. Low-precision weights take no autocast.
+    """
+    from zotune.train.machine import cpu_info
+
+    if dtype != "float32":
+        return None, f"the weights are {dtype} already"
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16", "this GPU computes in bf16"
+        return None, "this GPU has no bf16"
+    flags = cpu_info()["cpu_bf16"]
+    if flags:
+        return "bfloat16", f"this CPU has bf16 instructions ({', '.join(flags)})"
+    return None, "this CPU has no bf16 instructions (amx_bf16, avx512_bf16): bf16 would be emulated, slower"
+
+
+def resolve_autocast(autocast: str | None, dtype: str) -> tuple[str | None, str]:
+    """``auto`` turned into a dtype or None by :func:`fastest_autocast`; any other value kept, as asked for."""
+    if autocast == AUTO:
+        return fastest_autocast(dtype)
+    return autocast, "as asked for"
