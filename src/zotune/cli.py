@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     rp.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
+    plan = sub.add_parser("plan", help="the memory each way of fine-tuning a model needs, from its config alone "
+                                       "(no weights loaded), and whether it fits here")
+    plan.add_argument("--model", default=train_defaults["model"], help="built-in name, local folder or hub id")
+    plan.add_argument("--batch-size", type=int, default=train_defaults["batch_size"])
+    plan.add_argument("--max-length", type=int, default=64,
+                      help="tokens a sequence (default: 64, about the benchmark tasks' prompts)")
+    plan.add_argument("--trust-remote-code", action="store_true")
+
     push = sub.add_parser("push", help="upload a run's model folder (best/, final/, a replayed one) to the "
                                        "Hugging Face hub")
     push.add_argument("folder", help="the folder to upload, e.g. runs/demo/best")
@@ -453,6 +461,18 @@ def _cmd_meta_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from zotune.train.plan import available_memory, format_plan, plan_rows, read_shape
+
+    if args.batch_size < 1 or args.max_length < 1:
+        raise ConfigError(f"Invalid --batch-size {args.batch_size} or --max-length {args.max_length} (must be >= 1)")
+    shape = read_shape(args.model, trust_remote_code=args.trust_remote_code)
+    rows = plan_rows(shape, batch=args.batch_size, tokens=args.max_length)
+    print(f"{args.model}, batch {args.batch_size} x {args.max_length} tokens (estimates: docs/scale.md)")
+    print("\n".join(format_plan(shape, rows, available_memory())))
+    return 0
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from zotune.integrations.hub import push_folder
 
@@ -504,7 +524,7 @@ def _main(argv: Sequence[str] | None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "bench": _cmd_bench,
-                   "meta-train": _cmd_meta_train, "push": _cmd_push, "list": _cmd_list}[args.command]
+                   "meta-train": _cmd_meta_train, "plan": _cmd_plan, "push": _cmd_push, "list": _cmd_list}[args.command]
         return handler(args)
     except ZotuneError as exc:
         print(f"zotune: error: {exc}", file=sys.stderr)

@@ -174,6 +174,32 @@ def check_names(config: TrainConfig) -> None:
         SAMPLERS.get(config.sampler)
 
 
+def check_memory(config: TrainConfig) -> None:
+    """Refuse, before anything is loaded or created, a run whose weights and optimizer buffers alone exceed the
+    memory this machine has available (``train/plan.py``; activations come on top, so this is a floor).
+
+    Raises:
+        ConfigError: naming what the run needs, what is free, and the modes of the plan that would fit.
+    """
+    from zotune.errors import AssetError
+    from zotune.train.plan import available_memory, least_bytes, plan_rows, read_shape
+
+    free = available_memory()
+    if free is None:
+        return
+    try:
+        shape = read_shape(config.model, trust_remote_code=config.trust_remote_code)
+    except AssetError:
+        return  # loading the model reports it, with its own message
+    need = least_bytes(shape, dtype=config.dtype, update=config.update)
+    if need > free:
+        fitting = [row.mode for row in plan_rows(shape, batch=1, tokens=1) if row.bytes <= free]
+        hint = f"modes that fit: {', '.join(fitting)}" if fitting else "no mode fits this machine"
+        raise ConfigError(f"{config.model} ({shape.params / 1e9:.2f} B parameters) needs at least {need / 1e9:.1f} GB "
+                          f"as configured (--dtype {config.dtype}, --update {config.update}), and {free / 1e9:.1f} GB "
+                          f"are available: {hint} (zotune plan --model {config.model} shows them all)")
+
+
 def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
     """The config with ``autocast: auto`` made concrete, and why: a run being resumed keeps the precision its
     checkpoint was made with (its fingerprint records it); a new one takes this machine's fastest
@@ -218,6 +244,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     out = Path(config.output_dir)
     check_names(config)
     config.warn_ignored()
+    check_memory(config)
     ranks = init_parallel(config.parallel, batch_size=config.batch_size)
     precision = {"autocast": config.autocast or "none", "weights": config.dtype, "why": precision_reason}
     if not ranks.is_main:

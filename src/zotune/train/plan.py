@@ -1,0 +1,118 @@
+"""A memory plan before loading: what each way of fine-tuning a model would hold in memory, from its config alone.
+
+The model is built on the ``meta`` device (no weights, no memory) to count its parameters and find its largest
+tensor; the estimates add the process's own footprint, the weights in their dtype, what a step keeps besides
+(optimizer states, activations kept for a backward pass) and its transient peak (the logits and their
+log-softmax). The coefficients were fitted to peaks measured on SmolLM2-135M (batch 16 x 64 tokens, 2026-12-06,
+2-core AMD EPYC: inference 1.41 GB, MeZO fp32 1.45, MeZO under bf16 autocast 1.77, MeZO with bf16 weights 1.27,
+AdamW 4.28), where each estimate is within 8% of its measurement; other sizes are extrapolations until
+``benchmarks/scale.py`` has measured them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ModelShape", "PlanRow", "read_shape", "plan_rows", "available_memory", "PROCESS_BYTES"]
+
+PROCESS_BYTES = 0.25e9  # python, torch and transformers imported, before any model
+_NOISE_SCRATCH = 4 * (4 << 20)  # the engine's chunk buffers, one per noise thread
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory depends on: parameter count, largest tensor, and the widths a forward pass allocates."""
+
+    params: int
+    largest: int
+    hidden: int
+    intermediate: int
+    layers: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    mode: str
+    bytes: float
+    note: str
+
+
+def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of ``spec``'s model (built-in name, folder, hub id) from its config, without its weights.
+
+    Raises:
+        AssetError: the config cannot be read.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from zotune.assets import resolve_model_path
+    from zotune.errors import AssetError
+
+    source = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many kinds
+        raise AssetError(f"Cannot read the config of {spec!r}: {(str(exc).splitlines() or [''])[0]}") from exc
+    sizes = [p.numel() for p in model.parameters()]  # tied weights are counted once
+    text = getattr(config, "text_config", config)
+    hidden = getattr(text, "hidden_size", 0)
+    return ModelShape(params=sum(sizes), largest=max(sizes), hidden=hidden,
+                      intermediate=getattr(text, "intermediate_size", 4 * hidden),
+                      layers=getattr(text, "num_hidden_layers", 1), vocab=getattr(text, "vocab_size", 0))
+
+
+def plan_rows(shape: ModelShape, *, batch: int, tokens: int) -> list[PlanRow]:
+    """Peak memory (bytes) of each mode for batches of ``batch`` sequences of ``tokens`` tokens."""
+    p, bt = shape.params, batch * tokens
+    logits = bt * shape.vocab * 4  # float32 logits; the loss's log-softmax and a copy make three
+    forward = 3 * logits + 4 * bt * max(shape.hidden, shape.intermediate) * 4
+    kept = bt * shape.layers * 16 * shape.hidden * 4  # activations a backward pass keeps, float32
+    base = PROCESS_BYTES
+    return [
+        PlanRow("inference (fp32)", base + 4 * p + forward, "one forward pass, no training"),
+        PlanRow("zotune MeZO, fp32", base + 4 * p + forward + _NOISE_SCRATCH, "in place; inference + scratch"),
+        PlanRow("zotune MeZO, fp32 + bf16 autocast", base + 6 * p + forward + _NOISE_SCRATCH,
+                "autocast caches a bf16 copy of the weights during a forward pass"),
+        PlanRow("zotune MeZO, bf16 weights", base + 2 * p + forward + 8 * shape.largest,
+                "deferred: a float32 copy of one tensor at a time"),
+        PlanRow("zotune MeZO + adam (fp32)", base + 12 * p + forward, "two float32 moment buffers"),
+        PlanRow("AdamW backprop (fp32)", base + 16 * p + 3 * logits + kept, "weights, gradients, two moments"),
+        PlanRow("AdamW + gradient checkpointing", base + 16 * p + 3 * logits + kept / 16 + bt * 16 * shape.hidden * 4,
+                "one hidden state a layer, one layer recomputed"),
+        PlanRow("LoRA backprop (fp32 base)", base + 4 * p + 3 * logits + kept, "frozen weights, activations kept"),
+    ]
+
+
+def available_memory() -> int | None:
+    """Bytes the system could give this process now (MemAvailable), or None where /proc/meminfo is missing."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def least_bytes(shape: ModelShape, *, dtype: str, update: str) -> float:
+    """What a zotune run cannot do without, whatever its batch: the process, the weights in ``dtype``, and the
+    update rule's buffers (``momentum`` one float32 copy of the weights, ``adam`` two)."""
+    weights = (2 if dtype in ("bfloat16", "float16") else 4) * shape.params
+    buffers = {"momentum": 4, "adam": 8}.get(update, 0) * shape.params
+    return PROCESS_BYTES + weights + buffers
+
+
+def format_plan(shape: ModelShape, rows: list[PlanRow], free: int | None) -> list[str]:
+    """The plan as markdown lines: each mode's peak and whether it fits in ``free`` bytes."""
+    lines = [f"{shape.params / 1e6:,.0f} M parameters ({shape.layers} layers, hidden {shape.hidden}, vocabulary "
+             f"{shape.vocab:,}); memory available now: " + ("unknown" if free is None else f"{free / 1e9:.1f} GB"),
+             "", "| mode | peak memory | fits | what it holds |", "|---|---|---|---|"]
+    for row in rows:
+        fits = "?" if free is None else ("yes" if row.bytes <= free else "no")
+        lines.append(f"| {row.mode} | {row.bytes / 1e9:.2f} GB | {fits} | {row.note} |")
+    return lines
