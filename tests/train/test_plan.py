@@ -52,3 +52,38 @@ def test_a_run_whose_weights_alone_cannot_fit_is_refused_before_anything_is_made
 def test_plan_refuses_bad_sizes(flags, capsys):
     assert main(["plan", *flags]) == 2
     expect_one_line_error(capsys, "Invalid --batch-size")
+
+
+LOAD_PEAK = """
+import resource, sys
+from zotune.assets import load_model
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model, _ = load_model(sys.argv[1], dtype="bfloat16")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - base) * 1024, sum(p.numel() * p.element_size() for p in model.parameters()))
+"""
+
+
+def test_loading_a_bf16_model_in_bf16_makes_no_float32_copy(tmp_path):
+    """The load's peak above the process's baseline stays within 1.1x the bf16 weights (safetensors are mapped and
+    read once, in their dtype); an fp32 copy would be 2x on top."""
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
+                         num_attention_heads=12, num_key_value_heads=4, tie_word_embeddings=False, pad_token_id=0,
+                         bos_token_id=2, eos_token_id=0)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tokenizer.save_pretrained(tmp_path / "bf16")
+    done = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(tmp_path / "bf16")], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak, weights = map(int, done.stdout.split()[-2:])
+    assert weights > 80e6 and peak <= 1.1 * weights, (peak, weights)
