@@ -47,6 +47,9 @@ CASES = [  # (method, perturbation, dtype, the closure call that fails)
     ("mezo", "deferred", torch.float32, 2), ("mezo", "deferred", torch.bfloat16, 1),
     ("ldsd", "in_place", torch.float32, 3), ("adalezo", "in_place", torch.float32, 2),
     ("dizo", "in_place", torch.float32, 2),
+    ("fzoo", "in_place", torch.float32, 1), ("fzoo", "in_place", torch.float32, 5),  # l0, then a later probe
+    ("fzoo", "deferred", torch.bfloat16, 4),
+    ("lozo", "in_place", torch.float32, 2), ("lozo", "deferred", torch.bfloat16, 1),
 ]
 
 

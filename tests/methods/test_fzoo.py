@@ -101,3 +101,25 @@ def test_settings_fzoo_cannot_honour_are_refused(settings, message):
     with pytest.raises(ConfigError, match=message):
         ZOOptimizer([x], method="fzoo", **settings)
     ZOOptimizer([x], method="fzoo", directions="rademacher")  # naming its own distribution is fine
+
+
+@pytest.mark.parametrize("method, extra", [("fzoo", ["--fzoo-perturbations", "3"]),
+                                           ("lozo", ["--lozo-rank", "1", "--n-directions", "2"])])
+@pytest.mark.parametrize("peft", ["lora", "prefix"])
+def test_the_new_estimators_train_adapters_and_replay_bitwise(tiny_model_dir, tiny_data_dir, tmp_path, method, extra,
+                                                              peft):
+    """FZOO and LOZO on peft adapters (LoRA's A and B are matrices LOZO perturbs in low rank), through the CLI,
+    and the seed log rebuilds the adapter bitwise."""
+    import json
+
+    from zotune.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny_model_dir), "--data-dir", str(tiny_data_dir), "--output-dir", str(out),
+            "--method", method, "--peft", peft, "--steps", "3", "--batch-size", "8", "--num-train", "32",
+            "--num-dev", "8", "--num-eval", "8", "--eval-steps", "3", "--no-progress", "--autocast", "none", *extra]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3
+    assert main(["replay", "--log", str(out / "seeds.jsonl"), "--out", str(tmp_path / "replayed"),
+                 "--no-progress"]) == 0
