@@ -101,3 +101,47 @@ def test_bad_options_are_refused(options, message):
     w = torch.nn.Parameter(torch.zeros(3, 3))
     with pytest.raises(ConfigError, match=message):
         ZOOptimizer([w], method="lozo", method_options=options)
+
+
+def test_deferred_low_rank_probes_never_build_a_perturbed_weight(monkeypatch):
+    """With bf16 weights (deferred), a linear or embedding layer gets (x V) Uᵀ added to its output: the engine's
+    theta + eps z copy is only made for the other tensors (norm scales, biases)."""
+    from zotune.perturb.engine import PerturbationEngine
+
+    built = []
+    real = PerturbationEngine.perturbed
+
+    def watched(self, block):
+        out = real(self, block)
+        if out is not None:
+            built.append(block.param.dim())
+        return out
+
+    monkeypatch.setattr(PerturbationEngine, "perturbed", watched)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(30, 8), torch.nn.Linear(8, 6), torch.nn.LayerNorm(6),
+                                torch.nn.Linear(6, 1)).to(torch.bfloat16)
+    ids = torch.randint(0, 30, (4, 5), generator=torch.Generator().manual_seed(1))
+    opt = ZOOptimizer(model, method="lozo", lr=1e-2, eps=1e-2, seed=0)
+    assert opt.perturbation == "deferred"
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(3):
+        opt.step(lambda: model(ids).float().pow(2).mean())
+    assert built and set(built) == {1}  # biases and the norm only
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # the updates did land
+
+
+def test_low_rank_output_equals_the_perturbed_weight_to_rounding():
+    from zotune.perturb.hooks import _low_rank_output
+
+    torch.manual_seed(0)
+    linear, embedding = torch.nn.Linear(7, 5), torch.nn.Embedding(11, 4)
+    u, v = torch.randn(5, 2), torch.randn(7, 2)
+    x = torch.randn(3, 7)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, linear.weight + 0.3 * u @ v.T, linear.bias)
+        torch.testing.assert_close(_low_rank_output(linear, (x,), linear(x), [(0.3, u, v)]), expected)
+        ids = torch.tensor([[1, 4, 10]])
+        ue, ve = torch.randn(11, 2), torch.randn(4, 2)
+        expected = torch.nn.functional.embedding(ids, embedding.weight - 0.5 * ue @ ve.T)
+        torch.testing.assert_close(_low_rank_output(embedding, (ids,), embedding(ids), [(-0.5, ue, ve)]), expected)

@@ -188,6 +188,20 @@ class PerturbationEngine:
         self._add_noise_terms(out, block, list(terms.items()))
         return out.to(block.param.dtype)
 
+    def low_rank_terms(self, block: Block) -> list[tuple[float, torch.Tensor, torch.Tensor]] | None:
+        """The pending terms of ``block`` as ``(coef, U, V)`` when every one of them is low-rank (z = U Vᵀ), else
+        None (nothing pending, or a term that must be built whole)."""
+        terms = self.pending.get(block.index) if self.pending else None
+        if not terms or self.source is None:
+            return None
+        found = []
+        for seed, coef in terms.items():
+            factors = self.source.block_reader(mix_seed(seed, block.index), block).factors(block.param.device)
+            if factors is None:
+                return None
+            found.append((coef, *factors))
+        return found
+
     @torch.no_grad()  # also on worker threads, where the caller's no_grad mode does not reach
     def add_combination(
         self, block: Block, terms: Sequence[tuple[int, float]], *, decay: float = 1.0

@@ -50,21 +50,55 @@ def attach_perturbation_hooks(model: nn.Module, engine: PerturbationEngine) -> l
     return handles
 
 
+def _low_rank_output(module: nn.Module, args: Any, output: torch.Tensor,
+                     terms: list[tuple[float, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """``output`` plus the effect of ``W + sum c U Vᵀ`` on a linear layer (x (U Vᵀ)ᵀ = (x V) Uᵀ) or an embedding
+    (rows of U, times Vᵀ): r (m + n) values a token, never an m x n tensor. Float32 arithmetic, one rounding."""
+    delta = None
+    for coef, u, v in terms:
+        if isinstance(module, nn.Embedding):
+            part = u[args[0]] @ v.T
+        else:
+            part = (args[0].float() @ v) @ u.T
+        delta = part.mul_(coef) if delta is None else delta.add_(part, alpha=coef)
+    return (output.float() + delta).to(output.dtype)
+
+
+def _low_rank_capable(module: nn.Module, attr: str) -> bool:
+    """A layer whose output is linear in its weight in the way _low_rank_output adds: y = x Wᵀ (+ b), or W[ids]."""
+    if attr != "weight":
+        return False
+    if isinstance(module, nn.Embedding):
+        return module.max_norm is None
+    return type(module) is nn.Linear
+
+
 def _swappers(engine: PerturbationEngine, owned: list[tuple[str, Block]]) -> tuple[Callable, Callable]:
     originals: list[tuple[torch.Tensor, torch.Tensor]] = []
+    corrections: list[list[tuple[float, torch.Tensor, torch.Tensor]]] = []
 
     def swap_in(module: nn.Module, args: Any) -> None:
         if not engine.pending:
             return
-        for _, block in owned:
+        for attr, block in owned:
+            terms = engine.low_rank_terms(block) if _low_rank_capable(module, attr) else None
+            if terms is not None:
+                corrections.append(terms)  # added to the output, no perturbed copy of the weight
+                continue
             perturbed = engine.perturbed(block)
             if perturbed is not None:
                 originals.append((block.param, block.param.data))
                 block.param.data = perturbed
 
-    def swap_out(module: nn.Module, args: Any, output: Any) -> None:
+    def swap_out(module: nn.Module, args: Any, output: Any) -> Any:
         while originals:
             param, data = originals.pop()
             param.data = data
+        if not corrections or not isinstance(output, torch.Tensor):  # nothing to add, or the forward raised
+            corrections.clear()
+            return None
+        terms = [term for found in corrections for term in found]
+        corrections.clear()
+        return _low_rank_output(module, args, output, terms)
 
     return swap_in, swap_out

@@ -56,6 +56,11 @@ def serially(op: Callable[[int, int], object], numel: int) -> None:
 class NoiseReader:
     """Reads one block's z in order: each call continues where the last one stopped."""
 
+    def factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(U, V)`` when this block's z is the low-rank U Vᵀ (LOZO's), else None. Deferred perturbation then adds
+        the effect of ``c U Vᵀ`` to a linear or embedding layer's output instead of building θ + c z."""
+        return None
+
     def fill(self, out: torch.Tensor) -> torch.Tensor:
         """Fill ``out`` (float32) with the next ``out.numel()`` values and return it."""
         raise NotImplementedError
