@@ -204,3 +204,17 @@ def test_meta_train_cli_resumes_to_the_same_controller(tiny_model_dir, tiny_data
 def test_meta_train_rejects_bad_settings(flag, value, message, tmp_path, capsys):
     assert main(["meta-train", flag, value, "--output-dir", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_controller_used_more_than_3x_off_its_meta_training_lr_is_warned_about(tmp_path, recwarn):
+    from zotune.errors import ZotuneWarning
+
+    model = build_tiny_model(100)
+    bank = ControllerBank(_shapes(model), generator=torch.Generator().manual_seed(0),
+                          metadata={"base_model": "tiny", "recipe": {"alpha": 1e-4}})
+    path = bank.save(tmp_path / "c.safetensors")
+    with pytest.warns(ZotuneWarning, match=r"meta-trained at alpha 0.0001, and runs at lr 0.01 \(100x\)"):
+        ZOOptimizer(model, "zo-finetuner", lr=1e-2, method_options={"controller": str(path)})
+    recwarn.clear()
+    ZOOptimizer(model, "zo-finetuner", lr=2e-4, method_options={"controller": str(path)})  # within 3x: quiet
+    assert not [w for w in recwarn if issubclass(w.category, ZotuneWarning)]

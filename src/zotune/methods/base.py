@@ -126,6 +126,11 @@ class Method(Plugin):
         None (MeZO's): the optimizer's ``directions``."""
         return None
 
+    def check_settings(self, lr: float, eps: float) -> None:
+        """Called once with the optimizer's lr and eps: a method whose parts were tuned for other values warns here
+        (MeZO: nothing to check)."""
+        return None
+
     def directions_per_step(self, n_directions: int) -> int:
         """The directions a step probes, given the optimizer's ``n_directions`` (MeZO: that many). A method with
         its own count returns it, and refuses an ``n_directions`` it cannot honour (``ConfigError``)."""

@@ -146,6 +146,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         # even while the model lives on; the finalizer holds the engine and the hooks, never the optimizer.
         self._release = weakref.finalize(self, _release, self.engine, self._hooks)
         self.method.setup(self.engine)
+        self.method.check_settings(lr, eps)
         self.sampler.setup(self.engine)
         self.update_name = update
         self.fuse_restore = config.fuse_restore

@@ -83,6 +83,25 @@ class ZOFinetuner(Method):
                                    touched_rows=self.config.touched_rows, pattern=self.config.embedding_pattern)
         self.state = ControllerState(len(engine))
 
+    def check_settings(self, lr: float, eps: float) -> None:
+        """A controller is meta-trained for one model learning rate (the recipe's alpha, in its metadata): used at an
+        lr more than a half-decade (3x) off, the scales it learned answer steps of another size."""
+        import json
+        import math
+        import warnings
+
+        from zotune.errors import ZotuneWarning
+
+        recipe = self.bank.metadata.get("recipe", {})
+        try:
+            alpha = float((json.loads(recipe) if isinstance(recipe, str) else recipe).get("alpha"))
+        except (TypeError, ValueError, AttributeError):
+            return  # a controller without a recorded recipe
+        if alpha > 0 and lr > 0 and abs(math.log10(lr / alpha)) > math.log10(3):
+            warnings.warn(f"The ZO Fine-tuner controller {self.source} was meta-trained at alpha {alpha:g}, and runs "
+                          f"at lr {lr:g} ({lr / alpha:.3g}x): its learned scales may not fit steps of this size "
+                          "(meta-train one at this lr: zotune meta-train --alpha)", ZotuneWarning, stacklevel=4)
+
     @torch.no_grad()
     def sigmas(self) -> torch.Tensor:
         """Every block's sigma at the current weights and history."""
