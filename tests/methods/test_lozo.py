@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from quadratic import mean_step
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
 from zotune.methods.lozo.noise import _LowRankReader
@@ -20,15 +21,8 @@ def test_the_estimate_is_r_times_the_gradient_on_a_quadratic():
     """E[z zᵀ] = r I for z = U Vᵀ with fresh U and V (interval 1): the expected step is r times the gradient (the
     public code has no 1/r), and central differences are exact on a quadratic. 3000 trials at r = 2."""
     w, loss, grad = _matrix_quadratic()
-    w0 = w.detach().clone()
-    trials, total = 3000, torch.zeros_like(w0)
-    for seed in range(trials):
-        with torch.no_grad():
-            w.copy_(w0)
-        ZOOptimizer([w], method="lozo", lr=1.0, eps=1e-3, seed=seed,
-                    method_options={"rank": 2, "interval": 1}).step(loss)
-        total += w0 - w.detach()
-    mean = total / trials
+    mean = mean_step(w, loss, lambda seed: ZOOptimizer([w], method="lozo", lr=1.0, eps=1e-3, seed=seed,
+                                                       method_options={"rank": 2, "interval": 1}), trials=3000)
     assert (mean - 2 * grad).norm() / (2 * grad).norm() < 0.12
     assert torch.nn.functional.cosine_similarity(mean.flatten(), grad.flatten(), dim=0) > 0.99
 
