@@ -1,8 +1,8 @@
 """``ZOConfig``: every setting of ``ZOOptimizer``, with its default and its validation, in one place.
 
 ``ZOOptimizer`` takes one (or the same settings as keywords), ``TrainConfig`` builds one from its fields (so the
-command line and the YAML validate optimizer settings exactly as Python does), and the seed log stores its
-``to_dict()`` to rebuild the optimizer for a replay.
+command line and the YAML validate optimizer settings exactly as Python does), and the seed log stores the
+optimizer's resolved settings (``ZOOptimizer.hparams``) to rebuild it for a replay.
 """
 
 from __future__ import annotations
