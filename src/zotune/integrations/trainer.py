@@ -29,7 +29,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from zotune.errors import ConfigError, ZotuneWarning
-from zotune.optim import ZOOptimizer
+from zotune.optim import ZOConfig, ZOOptimizer
 
 __all__ = ["ZOTrainer", "ZOTrainingArguments"]
 
@@ -45,7 +45,7 @@ class ZOTrainingArguments(TrainingArguments):
 
     zo_method: str = field(default="mezo", metadata={
         "help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner, fzoo, lozo"})
-    zo_eps: float = field(default=1e-3, metadata={"help": "perturbation scale epsilon"})
+    zo_eps: float = field(default=ZOConfig.eps, metadata={"help": "perturbation scale epsilon"})
     zo_update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
     zo_n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
     zo_directions: str = field(default="gaussian", metadata={"help": "distribution of z: gaussian or rademacher"})
@@ -123,7 +123,7 @@ class ZOTrainer(Trainer):
         if from_args and (zo_method, zo_eps, zo_options) != (None, None, None):
             raise ConfigError("Give the ZO settings in ZOTrainingArguments or as ZOTrainer keywords, not both")
         self.zo_method = self.args.zo_method if from_args else (zo_method or "mezo")
-        self.zo_eps = self.args.zo_eps if from_args else (1e-3 if zo_eps is None else zo_eps)
+        self.zo_eps = self.args.zo_eps if from_args else (ZOConfig.eps if zo_eps is None else zo_eps)
         self.zo_options = self.args.zo_settings() if from_args else dict(zo_options or {})
         self.zo_optimizer: ZOOptimizer | None = None
         ignored = _ignored_arguments(self.args)

@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 # method registered with its own (``register_method(lr=...)``, from the same sweep) overrides it; LoRA
 # and prefix take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
 _DEFAULT_LR = {None: 3e-5, "lora": 1e-4, "prefix": 1e-2}
-_DEFAULT_EPS = {None: 1e-3, "lora": 1e-2, "prefix": 1e-1}
+_DEFAULT_EPS = {None: ZOConfig.eps, "lora": 1e-2, "prefix": 1e-1}
 
 
 # Settings of one training mode or task only.
