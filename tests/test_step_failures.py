@@ -135,8 +135,9 @@ def test_finite_losses_near_the_float_range_skip_the_step_instead_of_writing_inf
     x = torch.nn.Parameter(torch.randn(64).to(dtype))
     before = x.detach().clone()
     opt = ZOOptimizer([x], lr=1e-3, eps=1e-3, update=update, perturbation="in_place")
-    # fp16 weights: 300 and -300 give a gradient of 3e5, beyond fp16's 65504, though the losses are finite.
-    huge = 3e38 if dtype == torch.float32 else 300.0
+    # fp16 weights: 5000 and -5000 give a step lr g = 5000, whose z-sized moves pass fp16's 65504, though the
+    # losses are finite.
+    huge = 3e38 if dtype == torch.float32 else 5000.0
     losses = [huge, -huge]
     with pytest.warns(UserWarning, match="beyond the weights' float range"):
         assert math.isnan(opt.step(lambda: losses.pop(0)))

@@ -34,6 +34,7 @@ from zotune.values import is_real
 
 __all__ = ["ZOOptimizer", "StepRecord", "ZOConfig", "PERTURBATIONS"]
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 # Stream ids for the sampler's and the method's own draws in a step, distinct from direction indices 0..n-1.
 _PLAN_STREAM = 1 << 32
 _METHOD_STREAM = (1 << 32) + 1
@@ -283,12 +284,12 @@ class ZOOptimizer(torch.optim.Optimizer):
         return sum(p.loss for p in probes) / n
 
     def _usable(self, projected_grad: float, lr: float, n: int) -> bool:
-        """Whether a direction's projected gradient can be applied: finite, and its step ``lr g / n`` times a
-        draw of z (|z| <= 16: a Gaussian beyond 16 sigma has probability below 1e-57) representable in the
-        weights' dtype. Losses near the float range (a finite 3e38 from a closure) otherwise write inf
-        weights, or overflow the float32 buffers of momentum and adam."""
-        largest = max(abs(projected_grad), abs(lr * projected_grad / n))
-        return math.isfinite(projected_grad) and 16.0 * largest < self._dtype_max
+        """Whether a direction's projected gradient can be applied: finite, g times a draw of z representable in
+        float32 (the estimate's buffers of momentum and adam), and the step ``lr g / n`` times z representable in
+        the weights' dtype (|z| <= 16: a Gaussian beyond 16 sigma has probability below 1e-57). Losses near the
+        float range (a finite 3e38 from a closure) otherwise write inf weights or overflow those buffers."""
+        return (math.isfinite(projected_grad) and 16.0 * abs(projected_grad) < _FLOAT32_MAX
+                and 16.0 * abs(lr * projected_grad / n) < self._dtype_max)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """The settings a user may change between steps (``param_groups[0]["lr"] = ...``, a scheduler),
