@@ -282,8 +282,12 @@ def with_defaults(settings: dict[str, Any], keys) -> dict[str, Any]:
     """``settings`` recorded by a run (a checkpoint's fingerprint, a summary), with each of ``keys`` it lacks set
     to its default: a setting added to zotune after the run counts as its default, which keeps the behaviour of
     the versions before it, so an upgrade alone changes nothing a resume or a grid compares."""
-    defaults = TrainConfig().to_dict()
+    defaults = {**TrainConfig().to_dict(), **_BEFORE_DEFAULT_CHANGED}
     return {**{key: defaults[key] for key in keys if key not in settings and key in defaults}, **settings}
+
+
+# Settings whose default changed after they were added: a run that does not record one ran with this value.
+_BEFORE_DEFAULT_CHANGED = {"autocast": None}  # float32 forward passes, before `auto` became the default
 
 
 # A run or grid config is a few hundred bytes: these bounds only stop files built to exhaust memory.

@@ -211,8 +211,8 @@ def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
         try:
             state = json.loads((found / "loop_state.json").read_text(encoding="utf-8")) if found else None
             settings = state["fingerprint"]["settings"]
-            if "autocast" in settings:
-                return dataclasses.replace(config, autocast=settings["autocast"]), "as the run being resumed"
+            # A checkpoint from before autocast existed ran float32 forward passes.
+            return dataclasses.replace(config, autocast=settings.get("autocast")), "as the run being resumed"
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no readable fingerprint: the resume's own checks report it
     autocast, reason = fastest_autocast(config.dtype)
