@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from zotune.bench import load_bench_config
@@ -60,12 +61,15 @@ def test_a_method_with_unfinished_runs_is_not_chosen_for(tmp_path):
     assert complete == {"dizo"} and {r.label for r in rows} == {"mezo-a", "dizo-a"}
 
 
-def test_each_swept_method_defaults_to_the_sweeps_choice(monkeypatch):
+@pytest.mark.parametrize("sweep", ["lr-sweep.yaml", "lr-sweep-fzoo.yaml", "lr-sweep-lozo.yaml"])
+def test_each_swept_method_defaults_to_the_sweeps_choice(monkeypatch, sweep):
     """The registered default lr (and LDSD's lr_mu) of every method whose sweep runs have all finished (their logs
-    are kept in results/lr-sweep/) is the one the sweep chose."""
+    are kept in results/) is the one the sweep chose. The new methods' sweeps run across sessions: until one of
+    their methods has finished every run, their defaults are provisional and not checked."""
     monkeypatch.chdir(ROOT)
-    rows, complete = sweep_rows(load_bench_config("configs/bench/lr-sweep.yaml"))
-    assert complete, "no method of the sweep has finished: its logs belong in results/lr-sweep/"
+    rows, complete = sweep_rows(load_bench_config(f"configs/bench/{sweep}"))
+    if sweep == "lr-sweep.yaml":
+        assert complete, "no method of the sweep has finished: its logs belong in results/lr-sweep/"
     for method, row in choose(rows).items():
         if method not in complete:
             continue
