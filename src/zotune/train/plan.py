@@ -5,8 +5,8 @@ tensor; the estimates add the process's own footprint, the weights in their dtyp
 (optimizer states, activations kept for a backward pass) and its transient peak (the logits and their
 log-softmax). The coefficients were fitted to peaks measured on SmolLM2-135M (batch 16 x 64 tokens, 2026-12-06,
 2-core AMD EPYC: inference 1.41 GB, MeZO fp32 1.45, MeZO under bf16 autocast 1.77, MeZO with bf16 weights 1.27,
-AdamW 4.28), where each estimate is within 8% of its measurement; other sizes are extrapolations until
-``benchmarks/scale.py`` has measured them.
+AdamW 4.28, AdamW with gradient checkpointing 3.2, LoRA 3.1), where each estimate is within 8% of its
+measurement; other sizes are extrapolations until ``benchmarks/scale.py`` has measured them.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def plan_rows(shape: ModelShape, *, batch: int, tokens: int) -> list[PlanRow]:
         PlanRow("AdamW backprop (fp32)", base + 16 * p + 3 * logits + kept, "weights, gradients, two moments"),
         PlanRow("AdamW + gradient checkpointing", base + 16 * p + 3 * logits + kept / 16 + bt * 16 * shape.hidden * 4,
                 "one hidden state a layer, one layer recomputed"),
-        PlanRow("LoRA backprop (fp32 base)", base + 4 * p + 3 * logits + kept, "frozen weights, activations kept"),
+        PlanRow("LoRA backprop (fp32 base)", base + 4 * p + 6 * logits + kept,
+                "frozen weights, activations kept, their gradients"),
     ]
 
 
