@@ -7,6 +7,5 @@ from zotune.methods.fzoo.method import FZOO
 
 __all__ = ["FZOO", "FZOOConfig"]
 
-# lr: provisional, scale-matched to MeZO's swept 3e-5 (the normalised step moves a weight by about lr/(eps sqrt(N)):
-# docs/methods/fzoo.md), until FZOO's own sweep (configs/bench/lr-sweep-fzoo.yaml) sets it.
-register_method("fzoo", config_cls=FZOOConfig, method_cls=FZOO, lr=3e-7)
+# lr: the sweep's choice (configs/bench/lr-sweep-fzoo.yaml, SST-2): 3e-6 beat 1e-6, 3e-7 and 1e-7; 1e-5 diverged.
+register_method("fzoo", config_cls=FZOOConfig, method_cls=FZOO, lr=3e-6)
