@@ -70,11 +70,6 @@ class Registry(Generic[T]):
         """The names as registered, sorted."""
         return sorted(self._shown.values())
 
-    def canonical(self, name: str) -> str:
-        """The registered spelling of ``name`` (``zo_finetuner`` -> ``zo-finetuner``); raises as ``get``."""
-        self.get(name)
-        return self._shown[normalise(name)]
-
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and normalise(name) in self._entries
 

@@ -42,6 +42,7 @@ from zotune.tasks.data import TaskData
 from zotune.tasks.objectives import check_objective, objective_fn
 from zotune.train.card import model_card
 from zotune.train.checkpoint import (
+    LOOP,
     find_checkpoint,
     load_best,
     load_checkpoint,
@@ -209,7 +210,7 @@ def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
     if config.resume:
         found = find_checkpoint(Path(config.output_dir) / "checkpoint")
         try:
-            state = json.loads((found / "loop_state.json").read_text(encoding="utf-8")) if found else None
+            state = json.loads((found / LOOP).read_text(encoding="utf-8")) if found else None
             settings = state["fingerprint"]["settings"]
             # A checkpoint from before autocast existed ran float32 forward passes.
             return dataclasses.replace(config, autocast=settings.get("autocast")), "as the run being resumed"
@@ -375,10 +376,9 @@ class _Run:
             if logged is not None and len(logged.steps) < self.state["step"]:
                 raise StateError(f"{seed_log_path} holds {len(logged.steps)} steps, fewer than the checkpoint's "
                                  f"{self.state['step']}: it does not belong to this checkpoint")
-            best = out / "best"
-            if config.save_best and self.dev_ex and not any(
-                    (folder / name).is_file() for folder in (best, out / "best.old")
-                    for name in ("model.safetensors", "adapter_model.safetensors")):
+            best, found = out / "best", previous_folder(out / "best")  # where score_final will load it from
+            if config.save_best and self.dev_ex and not (found and any(
+                    (found / name).is_file() for name in ("model.safetensors", "adapter_model.safetensors"))):
                 # Found now, not after every step has run: the end of the run loads the best-dev weights.
                 raise StateError(f"{best} is missing or incomplete: the resumed run could not report its best-dev "
                                  "weights. Put it back, resume with --no-save-best (the final weights are then "
@@ -548,12 +548,11 @@ class _Run:
         result.steps, result.forward_passes = state["step"], self.optimizer.forward_passes
         result.train_seconds, result.step_seconds = state["train_seconds"], state.get("step_seconds", {})
         result.machine = machine_info()
+        # The weights here are the last checkpoint's, whose save checked them finite: final/ and best/ need no check.
         if self.writes:  # the last step's weights as a loadable folder, whichever weights best/ holds
-            self._check_finite_weights(result.steps, "final/")
             self.save_model("final")
         if not self.dev_ex:  # nothing to select with: the final weights are the ones scored and saved
             state.update(best_dev=float("nan"), best_step=result.steps)
-            self._check_finite_weights(result.steps, "best/")
             if config.save_best:
                 self.save_best()
         result.best_dev_score, result.best_step = state["best_dev"], state["best_step"]

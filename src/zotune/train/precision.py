@@ -47,7 +47,7 @@ def fastest_autocast(dtype: str) -> tuple[str | None, str]:
     forward pass runs 1.5-3x faster than in float32: docs/performance.md), else none: a CPU without them emulates
     bf16, several times slower than float32. Low-precision weights take no autocast.
     """
-    from zotune.train.machine import cpu_info
+    from zotune.train.machine import BF16_FLAGS, cpu_info
 
     if dtype != "float32":
         return None, f"the weights are {dtype} already"
@@ -58,7 +58,7 @@ def fastest_autocast(dtype: str) -> tuple[str | None, str]:
     flags = cpu_info()["cpu_bf16"]
     if flags:
         return "bfloat16", f"this CPU has bf16 instructions ({', '.join(flags)})"
-    return None, "this CPU has no bf16 instructions (amx_bf16, avx512_bf16): bf16 would be emulated, slower"
+    return None, f"this CPU has no bf16 instructions ({', '.join(BF16_FLAGS)}): bf16 would be emulated, slower"
 
 
 def resolve_autocast(autocast: str | None, dtype: str) -> tuple[str | None, str]:

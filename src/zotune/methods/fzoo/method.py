@@ -14,7 +14,6 @@ normalisation divides every direction's projected gradient by sigma before the u
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from zotune.errors import ConfigError
@@ -56,10 +55,9 @@ class FZOO(Method):
     def finish(self, probes: list[Probe]) -> list[Probe]:
         if not self.config.normalize:
             return probes
-        losses = [p.losses[0] for p in probes]
-        sigma = statistics.stdev(losses) if all(math.isfinite(v) for v in losses) else float("nan")
-        self.last_sigma = sigma
-        scale = 1.0 / max(sigma, self.config.sigma_floor)
+        # finish() sees finite probes only: the optimizer skips a step with a non-finite loss before it.
+        self.last_sigma = statistics.stdev(p.losses[0] for p in probes)
+        scale = 1.0 / max(self.last_sigma, self.config.sigma_floor)
         for p in probes:
             p.projected_grad *= scale
         return probes
