@@ -135,3 +135,15 @@ def test_a_run_from_before_the_schedule_settings_resumes(tiny_model_dir, tiny_da
     assert main([*args, "--resume", "--steps", "5"]) == 0
     assert main([*args, "--resume", "--steps", "6"]) == 0  # and again, from the checkpoint the resume wrote
     assert len(read_seed_log(tmp_path / "out" / "seeds.jsonl").steps) == 6
+
+
+@pytest.mark.parametrize("budget,shown", [
+    (["--max-forward-passes", "6", "--steps", "1000000"], "6/6 [" ),  # passes: 3 steps of 2
+    ([], "3/3 ["),  # no pass budget: steps
+])
+def test_the_progress_bar_counts_what_ends_the_run(run, tiny_model_dir, capsys, budget, shown):
+    args = [a for a in train_args(tiny_model_dir, run / "data", run / "bar", *budget) if a != "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert shown in err and "1000000" not in err, err[-500:]
+    assert ("pass/s" in err or "s/pass" in err) == bool(budget)

@@ -265,14 +265,14 @@ def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, s
             if not run.resumed:
                 run.score_zero_shot()
             start = run.state["step"]
-            bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-                       desc=f"{config.method} {config.task}", unit="step", dynamic_ncols=True)
+            bar = _progress_bar(run, start, disable=not progress)
             run.start_clock()
-            for step in bar:
+            for step in range(start, config.steps):
                 loss = run.step(step)
                 done = step + 1
+                bar.update((run.optimizer.forward_passes if config.max_forward_passes else done) - bar.n)
                 if math.isfinite(loss):
-                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    bar.set_postfix(step=done, loss=f"{loss:.4f}", refresh=False)
                 stopping = run.stop_requested(stop)
                 exhausted = run.budget_exhausted()  # a pass or time budget ends the run like its last step would
                 if done % config.eval_steps == 0 or done == config.steps or exhausted:
@@ -291,6 +291,17 @@ def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, s
         finally:
             run.close_logs()
     return run.write_summary(result)
+
+
+def _progress_bar(run: _Run, start: int, *, disable: bool) -> tqdm:
+    """The run's progress in what ends it: forward passes under a pass budget (a method's passes per step vary
+    with it, and the step count is then only a cap), else steps."""
+    config = run.config
+    if config.max_forward_passes:
+        return tqdm(initial=run.optimizer.forward_passes, total=config.max_forward_passes, disable=disable,
+                    desc=f"{config.method} {config.task}", unit="pass", dynamic_ncols=True)
+    return tqdm(initial=start, total=config.steps, disable=disable, desc=f"{config.method} {config.task}",
+                unit="step", dynamic_ncols=True)
 
 
 class _Run:
