@@ -9,7 +9,7 @@ import zotune
 SRC = Path(zotune.__file__).parent
 # Top to bottom; a module may import from its own row or an earlier one.
 LAYERS = [
-    {"errors", "values", "registry"},
+    {"errors", "settings", "registry"},
     {"files"},
     {"perturb"},
     {"methods"},

@@ -31,7 +31,7 @@ def _field_type(field: dataclasses.Field, owner: type | None = None) -> type:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = args[0]
-    return _floats if typing.get_origin(hint) is list else hint
+    return _floats if typing.get_origin(hint) in (list, tuple) else hint
 
 
 def _floats(text: str) -> list[float]:
@@ -485,10 +485,11 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.assets import BUILTIN_DATASETS, BUILTIN_MODELS
     from zotune.methods import METHODS, SAMPLERS
+    from zotune.optim import default_lr_eps
     from zotune.optim.updates import UPDATES
     from zotune.tasks import TASKS
 
-    print("methods:      " + ", ".join(METHODS.names()))
+    print("methods:      " + ", ".join(f"{name} (lr {default_lr_eps(name)[0]:g})" for name in METHODS.names()))
     print("samplers:     " + ", ".join(SAMPLERS.names()))
     print("update rules: " + ", ".join(UPDATES.names()))
     print("tasks:")

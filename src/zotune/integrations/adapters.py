@@ -26,10 +26,11 @@ class PeftSettings:
     projections; prefix tuning with 5 virtual tokens."""
 
     mode: str
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    prefix_tokens: int = 5
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_targets: str | list[str] = field(default="q_proj,v_proj", metadata={
+        "help": "modules LoRA adapts, comma-separated"})
+    prefix_tokens: int = field(default=5, metadata={"help": "virtual tokens of prefix tuning"})
 
     def __post_init__(self) -> None:
         if self.mode not in PEFT_MODES:

@@ -30,43 +30,43 @@ from transformers import Trainer, TrainingArguments
 
 from zotune.errors import ConfigError, ZotuneWarning
 from zotune.optim import ZOConfig, ZOOptimizer
+from zotune.settings import shares_settings
 
 __all__ = ["ZOTrainer", "ZOTrainingArguments"]
 
 
+# ZOConfig's settings that TrainingArguments already has, under its own names (learning_rate, seed, weight_decay).
+_TRAINER_OWN = ("lr", "seed", "weight_decay")
+
+
 @dataclass
+@shares_settings(ZOConfig, skip=_TRAINER_OWN, prefix="zo_", command_line=True)
 class ZOTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the zeroth-order settings (as ``Seq2SeqTrainingArguments`` adds its own).
+    """``TrainingArguments`` plus the zeroth-order settings (as ``Seq2SeqTrainingArguments`` adds its own): each
+    field of ``ZOConfig`` as ``zo_<name>`` (``zo_method``, ``zo_eps``, ``zo_update``, ...; ``zo_method_options``
+    as a JSON object), with ZOConfig's defaults and help.
 
     ``learning_rate``, ``weight_decay``, ``seed`` and the schedule are the Trainer's; ``max_grad_norm`` defaults
     to 0 here, as there is no gradient to clip, and ``lr_scheduler_type`` to ``constant``, MeZO's schedule
     (arXiv 2305.17333, appendix E), where the Trainer's default is a linear decay.
     """
 
-    zo_method: str = field(default="mezo", metadata={
-        "help": "zotune method: mezo, adalezo, dizo, ldsd, zo-finetuner, fzoo, lozo"})
-    zo_eps: float = field(default=ZOConfig.eps, metadata={"help": "perturbation scale epsilon"})
-    zo_update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
-    zo_n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
-    zo_directions: str = field(default="gaussian", metadata={"help": "distribution of z: gaussian or rademacher"})
-    zo_sampler: str | None = field(default=None, metadata={"help": "full or adalezo (default: the method's own)"})
-    zo_method_options: str = field(default="{}", metadata={
-        "help": 'options of the method and its sampler, as JSON (e.g. \'{"sample_fraction": 0.3}\')'})
     max_grad_norm: float = field(default=0.0, metadata={"help": "unused by ZO training (no gradients)"})
     lr_scheduler_type: str = field(default="constant", metadata={
         "help": "the learning-rate schedule (constant, MeZO's, unless set: linear, cosine, ...)"})
 
     def zo_settings(self) -> dict[str, Any]:
         """The ``ZOOptimizer`` arguments these settings give (besides lr, weight decay and seed)."""
+        settings = {f.name: getattr(self, "zo_" + f.name) for f in dataclasses.fields(ZOConfig)
+                    if f.name not in _TRAINER_OWN}
+        text = settings["method_options"]
         try:
-            options = json.loads(self.zo_method_options) if isinstance(self.zo_method_options, str) \
-                else dict(self.zo_method_options)
+            options = json.loads(text) if isinstance(text, str) else dict(text)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"Invalid zo_method_options {self.zo_method_options!r}: not a JSON object") from exc
+            raise ConfigError(f"Invalid zo_method_options {text!r}: not a JSON object") from exc
         if not isinstance(options, dict):
-            raise ConfigError(f"Invalid zo_method_options {self.zo_method_options!r}: not a JSON object")
-        return dict(update=self.zo_update, n_directions=self.zo_n_directions, directions=self.zo_directions,
-                    sampler=self.zo_sampler, method_options=options)
+            raise ConfigError(f"Invalid zo_method_options {text!r}: not a JSON object")
+        return {**settings, "method_options": options, "betas": tuple(settings["betas"])}
 
 
 # TrainingArguments that only a gradient optimizer or a backward pass reads: set to anything but their default,
@@ -122,9 +122,10 @@ class ZOTrainer(Trainer):
         from_args = isinstance(self.args, ZOTrainingArguments)
         if from_args and (zo_method, zo_eps, zo_options) != (None, None, None):
             raise ConfigError("Give the ZO settings in ZOTrainingArguments or as ZOTrainer keywords, not both")
-        self.zo_method = self.args.zo_method if from_args else (zo_method or "mezo")
-        self.zo_eps = self.args.zo_eps if from_args else (ZOConfig.eps if zo_eps is None else zo_eps)
-        self.zo_options = self.args.zo_settings() if from_args else dict(zo_options or {})
+        keywords = {"method": zo_method, "eps": zo_eps}
+        self.zo_settings = self.args.zo_settings() if from_args else \
+            {**(zo_options or {}), **{key: value for key, value in keywords.items() if value is not None}}
+        self.zo_method = self.zo_settings.get("method", ZOConfig.method)
         self.zo_optimizer: ZOOptimizer | None = None
         ignored = _ignored_arguments(self.args)
         if ignored:
@@ -140,8 +141,8 @@ class ZOTrainer(Trainer):
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             self.zo_optimizer = _StepInTrainingStep(
-                self.model if model is None else model, self.zo_method, lr=self.args.learning_rate, eps=self.zo_eps,
-                seed=self.args.seed, weight_decay=self.args.weight_decay, **self.zo_options)
+                self.model if model is None else model, lr=self.args.learning_rate, seed=self.args.seed,
+                weight_decay=self.args.weight_decay, **self.zo_settings)
             self.optimizer = self.zo_optimizer
         return self.optimizer
 
@@ -183,8 +184,9 @@ class ZOTrainer(Trainer):
         card = Path(self.args.output_dir) / "README.md"
         if not self.is_world_process_zero() or not card.is_file():
             return
+        settings = self.zo_optimizer.hparams if self.zo_optimizer is not None else self.zo_settings
         trained_by = (f"zotune {self.zo_method} (zeroth-order: forward passes only, no gradients), "
-                      f"eps {self.zo_eps}, update {self.zo_options.get('update', 'sgd')}")
+                      f"eps {settings.get('eps', ZOConfig.eps)}, update {settings.get('update', ZOConfig.update)}")
         lines = [f"- optimizer: {trained_by}" if line.startswith("- optimizer:") else line
                  for line in card.read_text(encoding="utf-8").splitlines()]
         card.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,8 +1,9 @@
-"""``ZOConfig``: every setting of ``ZOOptimizer``, with its default and its validation, in one place.
+"""``ZOConfig``: every setting of ``ZOOptimizer``, with its default, help text and validation, in one place.
 
-``ZOOptimizer`` takes one (or the same settings as keywords), ``TrainConfig`` builds one from its fields (so the
-command line and the YAML validate optimizer settings exactly as Python does), and the seed log stores the
-optimizer's resolved settings (``ZOOptimizer.hparams``) to rebuild it for a replay.
+``ZOOptimizer`` takes one (or the same settings as keywords); ``TrainConfig`` and ``ZOTrainingArguments`` take
+their optimizer fields from it (``zotune.settings.shares_settings``), so the command line, the YAML keys and the
+Trainer's ``zo_*`` arguments are its fields and validate as Python does; the seed log stores the optimizer's
+resolved settings (``ZOOptimizer.hparams``) to rebuild it for a replay.
 """
 
 from __future__ import annotations
@@ -11,67 +12,76 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zotune.errors import ConfigError
-from zotune.methods import MethodConfig, SamplerConfig
+from zotune.methods import METHODS, MethodConfig, SamplerConfig
 from zotune.optim.updates import UpdateRule, build_update_rule
 from zotune.perturb import NOISES
-from zotune.values import is_finite, is_int, reject_unknown_keys
+from zotune.settings import is_finite, is_int, reject_unknown_keys
 
-__all__ = ["ZOConfig", "PERTURBATIONS"]
+__all__ = ["ZOConfig", "PERTURBATIONS", "default_lr_eps"]
 
 PERTURBATIONS = ("auto", "in_place", "deferred")
 # n-SPSA uses a handful of directions (MeZO's appendix: up to 16); a step keeps 2 n losses, and 10^8 would run
 # for days before its first update.
 MAX_DIRECTIONS = 4096
+EPS = 1e-3  # MeZO's perturbation scale for full fine-tuning (arXiv 2305.17333, appendix E)
+# Adapters train a few weights at larger scales: MeZO's (lr, eps) for LoRA and prefix tuning (the larger lr of
+# each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}; arXiv 2305.17333, appendix E).
+_ADAPTER_DEFAULTS = {"lora": (1e-4, 1e-2), "prefix": (1e-2, 1e-1)}
+
+
+def default_lr_eps(method: str | MethodConfig, adapter: str | None = None) -> tuple[float, float]:
+    """The learning rate and epsilon used when none is given: for full fine-tuning, the method's own lr (from
+    the lr sweep on the default model, docs/results.md; MeZO's for a method registered without one) and
+    ``EPS``; for an adapter (``lora``, ``prefix``), MeZO's values for it."""
+    if adapter in _ADAPTER_DEFAULTS:
+        return _ADAPTER_DEFAULTS[adapter]
+    if not isinstance(method, (str, MethodConfig)):
+        raise ConfigError(f"Invalid method: {method!r} (a registered method's name or a MethodConfig)")
+    lr = METHODS.get(method.name if isinstance(method, MethodConfig) else method).lr
+    return lr if lr is not None else METHODS.get("mezo").lr, EPS
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ZOConfig:
-    """The settings of a ``ZOOptimizer``.
+    """The settings of a ``ZOOptimizer``; each field's help says what it does, ``zotune train --help`` shows them.
+    ``method`` and ``sampler`` also take a config object (``MethodConfig``, ``SamplerConfig``)."""
 
-    Attributes:
-        method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig``.
-        sampler: which blocks each step perturbs and updates: a registered sampler name (``full``, ``adalezo``)
-            or a ``SamplerConfig``; None: the method's own (``full`` for MeZO, ``adalezo`` for ``adalezo``).
-        lr: learning rate (1e-6, MeZO's full fine-tuning setting; ``zotune train`` uses each method's own, from
-            the lr sweep on its default model: docs/results.md).
-        eps: perturbation scale epsilon.
-        seed: seeds the optimizer's own generator.
-        update: update rule: ``sgd`` (MeZO), ``momentum``, ``sign``, ``cons``, ``adam``.
-        n_directions: directions per step, n-SPSA; memory does not grow with it.
-        weight_decay: L2 coefficient; skipped for tensors with fewer than 2 dims (biases, norms).
-        momentum: for ``update="momentum"``.
-        betas, adam_eps: for ``update="adam"``.
-        fuse_restore: fuse the last restore into the ``sgd`` update (in-place perturbation only).
-        perturbation: ``in_place`` (MeZO's: theta += eps z is written into the weights and undone), ``deferred``
-            (forward hooks show each module theta + eps z while it runs, so bf16/fp16 weights cannot drift;
-            needs the model as ``params``), or ``auto``: ``deferred`` for low-precision trainable tensors of a
-            module, else ``in_place``.
-        direction_parallel: spread the ``n_directions`` over the ranks of the initialised ``torch.distributed``
-            process group (``zotune.optim.distributed``); needs deferred perturbation (the default then).
-        directions: the distribution of z for methods that do not draw their own: ``gaussian`` (MeZO's) or
-            ``rademacher`` (±1 signs from a counter-based hash; docs/performance.md).
-        method_options: options of the method's config and of the sampler's, in one mapping; each goes to the
-            config that declares it, or to the one its prefix names (``sampler.sample_fraction``).
-    """
-
-    method: str | MethodConfig = "mezo"
-    sampler: str | SamplerConfig | None = None
-    lr: float = 1e-6
-    eps: float = 1e-3
-    seed: int = 0
-    update: str = "sgd"
-    n_directions: int = 1
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    fuse_restore: bool = True
-    perturbation: str = "auto"
-    direction_parallel: bool = False
-    directions: str = "gaussian"
-    method_options: dict[str, Any] = field(default_factory=dict)
+    method: str | MethodConfig = _setting("mezo", "registered ZO method (zotune list)")
+    sampler: str | SamplerConfig | None = _setting(
+        None, "which blocks each step perturbs and updates: full or adalezo (default: the method's own)")
+    lr: float | None = _setting(
+        None, "learning rate (default: the method's own, from its lr sweep on the default model, docs/results.md; "
+              "with zotune train --peft, MeZO's: lora 1e-4, prefix 1e-2)")
+    eps: float = _setting(EPS, "perturbation scale epsilon (with zotune train --peft, MeZO's: lora 1e-2, prefix 1e-1)")
+    seed: int = _setting(0, "seeds the optimizer's generator (zotune train: and the batch order)")
+    update: str = _setting("sgd", "update rule: sgd (MeZO's), momentum, sign, cons, adam")
+    n_directions: int = _setting(1, "SPSA directions per step (n-SPSA); memory does not grow with it")
+    weight_decay: float = _setting(0.0, "L2 weight decay (not on tensors of fewer than 2 dims: biases, norms)")
+    momentum: float = _setting(0.9, "--update momentum: its coefficient")
+    betas: tuple[float, float] = _setting((0.9, 0.999), "--update adam: its two moment decays, e.g. 0.9,0.999")
+    adam_eps: float = _setting(1e-8, "--update adam: its epsilon")
+    fuse_restore: bool = _setting(True, "fuse the last restore into the sgd update (one pass over the weights "
+                                        "fewer; in-place perturbation only)")
+    perturbation: str = _setting(
+        "auto", "in_place (MeZO's: probes written into the weights and undone), deferred (forward hooks show each "
+                "module theta + eps z while it runs: bf16/fp16 weights never drift; needs the model) or auto: "
+                "deferred for bf16/fp16 weights of a module, else in_place (docs/reliability.md)")
+    direction_parallel: bool = _setting(
+        False, "spread the n_directions over the ranks of the initialised torch.distributed group (needs deferred "
+               "perturbation, the default then)")
+    directions: str = _setting("gaussian", "distribution of z: gaussian (MeZO's) or rademacher (±1 signs from a "
+                                           "counter-based hash, cheaper on CPUs; docs/performance.md)")
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": (
+        "options of the method and of its sampler: each goes to the config that declares it, or to the one its "
+        "prefix names (sampler.sample_fraction)")})
 
     def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = default_lr_eps(self.method)[0]  # an unknown method name is refused here
         if not (is_finite(self.lr) and self.lr >= 0.0):
             raise ConfigError(f"Invalid lr: {self.lr!r} (must be a finite number >= 0)")
         if not (is_finite(self.eps) and self.eps > 0.0):

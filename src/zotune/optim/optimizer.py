@@ -30,7 +30,7 @@ from zotune.optim.config import PERTURBATIONS, ZOConfig
 from zotune.optim.updates import UpdateContext
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.registry import normalise
-from zotune.values import is_real
+from zotune.settings import is_real
 
 __all__ = ["ZOOptimizer", "StepRecord", "ZOConfig", "PERTURBATIONS"]
 
@@ -88,17 +88,15 @@ class ZOOptimizer(torch.optim.Optimizer):
             pairs or tensors. Block order follows this order.
         method: a registered method name (``mezo``, ``adalezo``, ...) or a ``MethodConfig`` (default ``mezo``).
         config: every other setting as a :class:`~zotune.optim.config.ZOConfig`, or
-        **settings: the same settings as keywords (``lr=``, ``eps=``, ``seed=``, ``update=``, ``n_directions=``,
-            ``weight_decay=``, ``momentum=``, ``betas=``, ``adam_eps=``, ``fuse_restore=``, ``perturbation=``,
-            ``direction_parallel=``, ``directions=``, ``sampler=``, ``method_options=``); ``ZOConfig`` documents
-            each with its default. Unknown keywords are refused.
+        **settings: the same settings as keywords (``lr=``, ``eps=``, ``update=``, ...: the fields of
+            ``ZOConfig``, which documents each with its default). Unknown keywords are refused.
 
     Raises:
         ConfigError: an argument is out of range, an option pair is incompatible, or there is nothing to train.
         UnknownNameError: ``method`` or ``update`` is not registered.
 
     Example:
-        >>> opt = ZOOptimizer(model, method="mezo", lr=1e-6, eps=1e-3, seed=0)
+        >>> opt = ZOOptimizer(model, method="mezo", eps=1e-3, seed=0)  # lr: MeZO's default, 3e-5
         >>> loss = opt.step(lambda: compute_loss(model, batch))
     """
 

@@ -21,7 +21,7 @@ import torch
 from zotune.errors import ConfigError
 from zotune.perturb import Block, PerturbationEngine, StepPlan
 from zotune.registry import Registry
-from zotune.values import is_finite, is_real
+from zotune.settings import is_finite, is_real
 
 __all__ = [
     "UpdateContext",

@@ -11,22 +11,20 @@ from typing import Any
 
 from zotune.errors import ConfigError, UnknownNameError, ZotuneWarning
 from zotune.integrations.adapters import PeftSettings
-from zotune.methods import METHODS
-from zotune.optim import ZOConfig, build_update_rule
+from zotune.optim import ZOConfig, build_update_rule, default_lr_eps
+from zotune.settings import is_finite, is_int, reject_unknown_keys, shares_settings
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.precision import check_autocast
 from zotune.train.schedule import LRSchedule
-from zotune.values import is_finite, is_int, reject_unknown_keys
 
 __all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
 
 
-# Per training mode (None: all weights). Full fine-tuning's lr is MeZO's from the lr sweep of docs/results.md, and a
-# method registered with its own (``register_method(lr=...)``, from the same sweep) overrides it; LoRA
-# and prefix take MeZO's values (the larger value of each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}).
-_DEFAULT_LR = {None: 3e-5, "lora": 1e-4, "prefix": 1e-2}
-_DEFAULT_EPS = {None: ZOConfig.eps, "lora": 1e-2, "prefix": 1e-1}
+# ZOConfig's settings a run does not take as such: direction_parallel follows from --parallel directions.
+_NOT_RUN_SETTINGS = ("direction_parallel",)
+# The update rules' own settings: None unless given, so that one given for another rule is refused.
+_UPDATE_SETTINGS = ("momentum", "betas", "adam_eps")
 
 
 # Settings of one training mode or task only.
@@ -36,8 +34,15 @@ _PREFIX_ONLY = frozenset({"prefix_tokens"})
 
 
 @dataclass
+@shares_settings(ZOConfig, skip=_NOT_RUN_SETTINGS, given_only=("eps", *_UPDATE_SETTINGS))
+@shares_settings(LRSchedule, skip=("lr",))
+@shares_settings(PeftSettings, skip=("mode",))
 class TrainConfig:
-    """A training run. Defaults are the README's main job: MeZO on the built-in model and data."""
+    """A training run. Defaults are the README's main job: MeZO on the built-in model and data.
+
+    The optimizer's settings (method, lr, eps, update, ...) are ``ZOConfig``'s fields, the schedule's
+    ``LRSchedule``'s and the adapter's ``PeftSettings``', declared there once.
+    """
 
     model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     task: str = field(default="rotten_tomatoes", metadata={"help": "registered task name"})
@@ -58,18 +63,8 @@ class TrainConfig:
     objective: str = field(default="loss", metadata={
         "help": "what a step minimises: loss (default), accuracy or probability (its smoothed form: the correct "
                 "candidate's probability; classification, multiple choice), f1 or em (generation: greedy decodes)"})
-    method: str = field(default="mezo", metadata={"help": "registered ZO method"})
-    update: str = field(default="sgd", metadata={"help": "update rule: sgd, momentum, sign, cons, adam"})
-    sampler: str | None = field(default=None, metadata={
-        "help": "which layers each step touches: full or adalezo (default: the method's own)"})
-    method_options: dict[str, Any] = field(default_factory=dict,
-                                           metadata={"help": "options of the method and its sampler"})
     peft: str | None = field(default=None, metadata={
         "help": "train an adapter instead of all weights: lora or prefix (through peft)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_targets: str = field(default="q_proj,v_proj", metadata={"help": "modules LoRA adapts, comma-separated"})
-    prefix_tokens: int = field(default=5, metadata={"help": "virtual tokens of prefix tuning"})
     parallel: str | None = field(default=None, metadata={
         "help": "under torchrun: data (each process a shard of the batch) or directions (each process "
                 "its own --n-directions directions)"})
@@ -78,32 +73,8 @@ class TrainConfig:
         "help": "stop once this many forward passes are spent (a fair budget across methods)"})
     max_seconds: float | None = field(default=None, metadata={
         "help": "stop once training (evaluations excluded) has taken this many seconds"})
-    lr: float | None = field(default=None, metadata={
-        "help": "learning rate; default: the method's own, chosen by the lr sweep on the default model "
-                "(docs/results.md), with --peft MeZO's: lora 1e-4, prefix 1e-2"})
-    lr_scheduler: str = field(default="constant", metadata={
-        "help": "learning-rate schedule over the budget: constant, linear or cosine (docs/schedules.md)"})
-    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warm-up from lr / N to lr"})
-    min_lr_ratio: float = field(default=0.0, metadata={
-        "help": "floor of the linear and cosine decay, as a fraction of lr"})
-    eps: float | None = field(default=None, metadata={
-        "help": "perturbation scale; default 1e-3, with --peft MeZO's: lora 1e-2, prefix 1e-1"})
-    n_directions: int = field(default=1, metadata={"help": "SPSA directions per step (n-SPSA)"})
-    directions: str = field(default="gaussian", metadata={
-        "help": "distribution of z: gaussian (MeZO's) or rademacher (±1 signs, cheaper on CPUs)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay (not on biases and norms)"})
-    momentum: float | None = field(default=None, metadata={"help": "--update momentum: its coefficient (default 0.9)"})
-    betas: list[float] | None = field(default=None, metadata={
-        "help": "--update adam: its two moment decays, e.g. 0.9,0.999 (default 0.9,0.999)"})
-    adam_eps: float | None = field(default=None, metadata={"help": "--update adam: its epsilon (default 1e-8)"})
-    perturbation: str = field(default="auto", metadata={
-        "help": "in_place (MeZO's: probes written into the weights and undone), deferred (forward hooks; the "
-                "weights never drift) or auto: deferred for bf16/fp16 weights, else in_place (docs/reliability.md)"})
-    fuse_restore: bool = field(default=True, metadata={
-        "help": "fuse the last restore into the sgd update (one pass over the weights fewer)"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size"})
-    seed: int = field(default=0, metadata={"help": "seeds the optimizer and the batch order"})
     data_seed: int = field(default=0, metadata={"help": "seeds MeZO's train/dev/eval sampling"})
     num_train: int = field(default=1000, metadata={"help": "training examples sampled"})
     num_dev: int = field(default=200, metadata={"help": "dev examples (best-checkpoint selection)"})
@@ -131,14 +102,15 @@ class TrainConfig:
                 "or none (default)"})
 
     def __post_init__(self) -> None:
-        # Unset lr and eps take the mode's defaults (MeZO's, arXiv 2305.17333, for the peft modes); to_dict() shows the values used.
-        mode = self.peft if isinstance(self.peft, str) else None  # a wrong type is reported below
-        if self.lr is None:
-            self.lr = _DEFAULT_LR.get(mode, _DEFAULT_LR[None])
-            if mode is None and isinstance(self.method, str) and self.method in METHODS:
-                self.lr = METHODS.get(self.method).lr or self.lr  # the method's own, from the lr sweep
-        if self.eps is None:
-            self.eps = _DEFAULT_EPS.get(mode, _DEFAULT_EPS[None])
+        # Unset lr and eps take the method's and the training mode's defaults; to_dict() shows the values used.
+        if self.lr is None or self.eps is None:
+            mode = self.peft if isinstance(self.peft, str) else None  # a wrong type is reported below
+            try:
+                lr, eps = default_lr_eps(self.method, mode)
+            except (UnknownNameError, ConfigError):  # the method is reported below
+                lr, eps = default_lr_eps(ZOConfig.method, mode)
+            self.lr = lr if self.lr is None else self.lr
+            self.eps = eps if self.eps is None else self.eps
         problems = []
         positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
                     "max_nonfinite", "num_train")
@@ -243,8 +215,7 @@ class TrainConfig:
 
     def update_settings(self) -> dict[str, Any]:
         """The update rule's own settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
-        values = {"momentum": self.momentum, "betas": self.betas, "adam_eps": self.adam_eps}
-        return {key: value for key, value in values.items() if value is not None}
+        return {name: getattr(self, name) for name in _UPDATE_SETTINGS if getattr(self, name) is not None}
 
     def zo_config(self, **overrides: Any) -> ZOConfig:
         """The optimizer's settings. An update rule's setting given for another rule is refused here (the
@@ -253,11 +224,9 @@ class TrainConfig:
         build_update_rule(self.update, strict=True, **given)
         if "betas" in given:
             given["betas"] = tuple(given["betas"])
-        return ZOConfig(**{"method": self.method, "sampler": self.sampler, "lr": self.lr, "eps": self.eps,
-                           "seed": self.seed, "update": self.update, "n_directions": self.n_directions,
-                           "weight_decay": self.weight_decay, "fuse_restore": self.fuse_restore,
-                           "perturbation": self.perturbation, "directions": self.directions,
-                           "method_options": self.method_options, **given, **overrides})
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZOConfig)
+                  if f.name not in _NOT_RUN_SETTINGS and f.name not in _UPDATE_SETTINGS}
+        return ZOConfig(**{**shared, **given, **overrides})
 
     def lr_schedule(self) -> LRSchedule:
         return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)

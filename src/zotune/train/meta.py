@@ -26,8 +26,10 @@ from zotune.files.durable import atomic_write, atomic_write_text, check_writable
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.methods.zo_finetuner.controller import ControllerBank
 from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
+from zotune.settings import shares_settings
 from zotune.tasks import TASKS, encode, load_splits, sample_mezo, task_loss
 from zotune.train.checkpoint import load_trainable_state, trainable_state
+from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl
 from zotune.train.loop import batch_indices, truncate_log
 from zotune.train.plots import plot_training
@@ -39,22 +41,17 @@ _CONTROLLER, _WEIGHTS, _STATE = "controller.safetensors", "weights.safetensors",
 
 
 @dataclass
+@shares_settings(TrainConfig, only=("model", "data_dir", "num_train", "data_seed", "max_length", "threads", "resume"))
 class MetaTrainConfig:
-    """A meta-training run: the model, the task and its data, where things go, and the recipe."""
+    """A meta-training run: the model, the task and its data (``TrainConfig``'s settings of the same name), where
+    things go, and the recipe."""
 
-    model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
-    task: str = field(default="copa", metadata={"help": "the task the controller is meta-trained on"})
-    data_dir: str | None = field(default=None, metadata={"help": "folder with <task>/{train,validation}.jsonl"})
-    num_train: int = field(default=1000, metadata={"help": "training examples sampled (MeZO's sampling)"})
-    data_seed: int = field(default=0, metadata={"help": "seeds the sampling of the examples"})
-    max_length: int = field(default=256, metadata={"help": "max tokens per example (prompts cut from the left)"})
+    task: str = field(default="copa", metadata={"help": "the task the controller is meta-trained on (the paper's)"})
     out: str = field(default="controller.safetensors", metadata={"help": "the controller file to write"})
     output_dir: str = field(default="runs/meta-train", metadata={"help": "where logs, the plot and checkpoints go"})
     max_steps: int | None = field(default=None, metadata={
         "help": "stop after this many meta steps (a checkpoint is saved; --resume goes on)"})
     checkpoint_steps: int = field(default=25, metadata={"help": "save a checkpoint every this many steps"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
-    resume: bool = field(default=False, metadata={"help": "continue from output_dir/checkpoint"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace an existing controller file and a previous meta-training run's files in output_dir"})
     recipe: MetaRecipe = field(default_factory=MetaRecipe)

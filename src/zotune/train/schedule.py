@@ -21,10 +21,10 @@ two differ by less than that fraction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zotune.errors import ConfigError
-from zotune.values import is_finite, is_int
+from zotune.settings import is_finite, is_int
 
 __all__ = ["SCHEDULES", "LRSchedule", "budget_progress"]
 
@@ -33,15 +33,19 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 @dataclass(frozen=True)
 class LRSchedule:
+    """The learning rate of each step; ``TrainConfig`` takes these settings (but lr, the optimizer's) from here."""
+
     lr: float
-    name: str = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
+    lr_scheduler: str = field(default="constant", metadata={
+        "help": "learning-rate schedule over the budget: constant, linear or cosine (docs/schedules.md)"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warm-up from lr / N to lr"})
+    min_lr_ratio: float = field(default=0.0, metadata={
+        "help": "floor of the linear and cosine decay, as a fraction of lr"})
 
     def __post_init__(self) -> None:
         problems = []
-        if self.name not in SCHEDULES:
-            problems.append(f"Invalid lr_scheduler: {self.name!r} (one of {', '.join(SCHEDULES)})")
+        if self.lr_scheduler not in SCHEDULES:
+            problems.append(f"Invalid lr_scheduler: {self.lr_scheduler!r} (one of {', '.join(SCHEDULES)})")
         if not is_int(self.warmup_steps) or self.warmup_steps < 0:
             problems.append(f"Invalid warmup_steps: {self.warmup_steps!r} (must be an integer >= 0)")
         if not is_finite(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
@@ -51,15 +55,15 @@ class LRSchedule:
 
     @property
     def is_constant(self) -> bool:
-        return self.name == "constant" and self.warmup_steps == 0
+        return self.lr_scheduler == "constant" and self.warmup_steps == 0
 
     def __call__(self, step: int, progress: float) -> float:
         """The learning rate of step ``step`` (0-based), ``progress`` of the budget spent before it."""
         warmup = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
         progress = min(max(progress, 0.0), 1.0)
-        if self.name == "constant":
+        if self.lr_scheduler == "constant":
             decay = 1.0
-        elif self.name == "linear":
+        elif self.lr_scheduler == "linear":
             decay = 1.0 - progress
         else:
             decay = 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -29,7 +29,7 @@ import torch
 from zotune.errors import StateError, ZotuneWarning
 from zotune.files.durable import atomic_write_text
 from zotune.optim import StepRecord, ZOConfig, ZOOptimizer
-from zotune.values import is_finite, is_int, is_real
+from zotune.settings import is_finite, is_int, is_real
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 

@@ -34,7 +34,7 @@ from zotune.methods.zo_finetuner.controller import (
 from zotune.methods.zo_finetuner.method import ControllerState
 from zotune.perturb import PerturbationEngine, StepPlan
 from zotune.perturb.functional import mix_seed
-from zotune.values import is_finite, is_int
+from zotune.settings import is_finite, is_int
 
 __all__ = ["MetaRecipe", "MetaTrainer"]
 
