@@ -10,6 +10,7 @@ import torch
 
 import zotune
 from zotune.cli import build_parser
+from zotune.errors import ConfigError, UnknownNameError
 from zotune.integrations.trainer import ZOTrainingArguments
 from zotune.methods import METHODS
 from zotune.optim import ZOConfig, ZOOptimizer, default_lr_eps
@@ -100,3 +101,17 @@ def test_a_setting_declared_twice_is_refused():
         @shares_settings(ZOConfig)
         class Twice:
             eps: float = 1e-2
+
+
+def test_a_config_reports_every_problem_at_once_and_builds_its_parts_once():
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(lr=-1.0, lr_scheduler="cosnie", peft="lora", lora_r=0, batch_size=0)
+    message = str(caught.value)
+    for problem in ("Invalid lr: -1.0", "Invalid lr_scheduler: 'cosnie'", "Invalid lora_r: 0", "Invalid batch_size: 0"):
+        assert problem in message, message
+    config = TrainConfig(method="fzoo", lr_scheduler="cosine", peft="lora")
+    assert config.parts.optimizer == ZOConfig(method="fzoo", lr=config.lr, eps=config.eps)
+    assert config.parts.schedule.lr_scheduler == "cosine" and config.parts.adapter.lora_r == 8
+    assert config.parts.task.name == config.task
+    with pytest.raises(UnknownNameError, match="mezzo"):
+        TrainConfig(method="mezzo")

@@ -219,7 +219,7 @@ def _precision(config, reason: str) -> str:
 
 def _schedule(config) -> str:
     """The banner's words for a learning-rate schedule ('' for a constant rate)."""
-    if config.lr_schedule().is_constant:
+    if config.parts.schedule.is_constant:
         return ""
     parts = [config.lr_scheduler] if config.lr_scheduler != "constant" else []
     if config.warmup_steps:
@@ -273,7 +273,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     zs, fin = result.zero_shot.get("eval_score"), result.final.get("eval_score")
-    metric = config.build_task().metric
+    metric = config.parts.task.metric
     print(f"\nHeld-out {metric} ({result.data.get('eval', config.num_eval)} examples):")
     if zs is not None:
         print(f"  zero-shot   {zs:.4f}")

@@ -143,14 +143,9 @@ def load_bench_config(path: str | Path) -> BenchConfig:
                          tasks=_mapping(values["tasks"], f"{path}: tasks", "method"), seeds=seeds, budget=dict(budget),
                          output_dir=Path(values.get("output_dir", "runs/bench")), common=dict(common),
                          isolate=isolate, keep_weights=keep_weights)
-    for run in config.runs():
+    for run in config.runs():  # bad settings and unknown names fail here rather than after hours of other runs
         try:
             run.config()
         except ConfigError as exc:
             raise ConfigError(f"{path}: run {run.method}/{run.task}/seed{run.seed}: {exc}") from None
-    from zotune.methods import METHODS
-
-    for run in config.runs():  # unknown names fail here rather than after hours of other runs
-        METHODS.get(run.settings["method"])
-        run.config().build_task()
     return config

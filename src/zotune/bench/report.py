@@ -91,7 +91,7 @@ def collect(config: BenchConfig) -> list[RunResult]:
             curve = [{k: r.get(k) for k in ("step", "loss", "forward_passes", "seconds", "load")}
                      for r in records if r.get("kind") == "train"]
             dev_curve = _dev_curve(records)
-        results.append(RunResult(run, run.config().build_task().metric, summary, curve, dev_curve))
+        results.append(RunResult(run, run.config().parts.task.metric, summary, curve, dev_curve))
     return results
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zotune.errors import ConfigError
-from zotune.methods import METHODS, MethodConfig, SamplerConfig
+from zotune.methods import METHODS, SAMPLERS, MethodConfig, SamplerConfig
 from zotune.optim.updates import UpdateRule, build_update_rule
 from zotune.perturb import NOISES
 from zotune.settings import is_finite, is_int, reject_unknown_keys
@@ -80,8 +80,12 @@ class ZOConfig:
         "prefix names (sampler.sample_fraction)")})
 
     def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            METHODS.get(self.method)  # an unknown name is refused here, with the closest ones
+        if isinstance(self.sampler, str):
+            SAMPLERS.get(self.sampler)
         if self.lr is None:
-            self.lr = default_lr_eps(self.method)[0]  # an unknown method name is refused here
+            self.lr = default_lr_eps(self.method)[0]
         if not (is_finite(self.lr) and self.lr >= 0.0):
             raise ConfigError(f"Invalid lr: {self.lr!r} (must be a finite number >= 0)")
         if not (is_finite(self.eps) and self.eps > 0.0):

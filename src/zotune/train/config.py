@@ -18,7 +18,7 @@ from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.precision import check_autocast
 from zotune.train.schedule import LRSchedule
 
-__all__ = ["TrainConfig", "load_yaml_config", "with_defaults"]
+__all__ = ["TrainConfig", "RunParts", "load_yaml_config", "with_defaults"]
 
 
 # ZOConfig's settings a run does not take as such: direction_parallel follows from --parallel directions.
@@ -33,6 +33,23 @@ _LORA_ONLY = frozenset({"lora_r", "lora_alpha", "lora_targets"})
 _PREFIX_ONLY = frozenset({"prefix_tokens"})
 
 
+@dataclass(frozen=True)
+class RunParts:
+    """What a run's settings build, once, when its ``TrainConfig`` is made; the loop and the CLI use these.
+
+    Attributes:
+        optimizer: the ``ZOOptimizer``'s settings.
+        schedule: the learning rate of each step.
+        adapter: the LoRA or prefix adapter to add (None: all weights train).
+        task: the registered task, or ``custom``'s from the column settings.
+    """
+
+    optimizer: ZOConfig
+    schedule: LRSchedule
+    adapter: PeftSettings | None
+    task: Task
+
+
 @dataclass
 @shares_settings(ZOConfig, skip=_NOT_RUN_SETTINGS, given_only=("eps", *_UPDATE_SETTINGS))
 @shares_settings(LRSchedule, skip=("lr",))
@@ -41,7 +58,9 @@ class TrainConfig:
     """A training run. Defaults are the README's main job: MeZO on the built-in model and data.
 
     The optimizer's settings (method, lr, eps, update, ...) are ``ZOConfig``'s fields, the schedule's
-    ``LRSchedule``'s and the adapter's ``PeftSettings``', declared there once.
+    ``LRSchedule``'s and the adapter's ``PeftSettings``', declared there once. Making one checks every setting,
+    reporting every problem at once, and builds those parts once (``parts``): a TrainConfig is settled when
+    made; change one with ``dataclasses.replace``, which checks and builds anew.
     """
 
     model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
@@ -161,19 +180,23 @@ class TrainConfig:
             if given:  # a built-in task has its own template and columns: these would be ignored
                 problems.append(f"{', '.join('--' + n.replace('_', '-') for n in given)}: for --task custom only "
                                 f"(task {self.task!r} has its own template and columns)")
-        try:
-            self.zo_config()  # validates the optimizer's settings, as ZOOptimizer does
-        except ConfigError as exc:
-            problems.append(str(exc))
-        except (UnknownNameError, TypeError, AttributeError):
-            if not problems:  # else a wrongly typed name, already reported above
-                raise
+        parts, unknown = {}, None
+        for name, build in (("optimizer", self._optimizer), ("schedule", self._schedule), ("adapter", self._adapter),
+                            ("task", self._task)):
+            try:
+                parts[name] = build()
+            except ConfigError as exc:
+                problems.append(str(exc))
+            except UnknownNameError as exc:
+                unknown = unknown or exc
+            except (TypeError, AttributeError):
+                if not problems:  # else a wrongly typed setting, reported above
+                    raise
         if problems:
             raise ConfigError("; ".join(problems))
-        self.lr_schedule()  # validates the schedule settings
-        self.peft_settings()  # validates the adapter settings
-        if self.task == CUSTOM:
-            self.build_task()  # validates the template and the label words
+        if unknown is not None:
+            raise unknown
+        self.parts = RunParts(**parts)
 
     def warn_ignored(self) -> None:
         """Warn once about the settings that change nothing in this run, given anyway (not errors: a YAML file
@@ -201,41 +224,35 @@ class TrainConfig:
         check_reporters(names)
         return names
 
-    def build_task(self) -> Task:
-        """The task to train on: a registered one by name, or ``custom`` from the column settings.
-
-        Raises:
-            UnknownNameError: an unknown task name.
-            ConfigError: bad custom-task settings.
-        """
-        if self.task == CUSTOM:
-            return custom_task(text_column=self.text_column, label_column=self.label_column,
-                               template=self.template, label_words=self.label_words, dataset=self.dataset)
-        return TASKS.get(self.task)
-
     def update_settings(self) -> dict[str, Any]:
         """The update rule's own settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
         return {name: getattr(self, name) for name in _UPDATE_SETTINGS if getattr(self, name) is not None}
 
-    def zo_config(self, **overrides: Any) -> ZOConfig:
-        """The optimizer's settings. An update rule's setting given for another rule is refused here (the
-        command line's ``--momentum`` with ``--update sgd``), where ``ZOOptimizer`` hands each rule its own."""
+    def _optimizer(self) -> ZOConfig:
+        """An update rule's setting given for another rule is refused here (the command line's ``--momentum``
+        with ``--update sgd``), where ``ZOOptimizer`` hands each rule its own."""
         given = self.update_settings()
         build_update_rule(self.update, strict=True, **given)
         if "betas" in given:
             given["betas"] = tuple(given["betas"])
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZOConfig)
                   if f.name not in _NOT_RUN_SETTINGS and f.name not in _UPDATE_SETTINGS}
-        return ZOConfig(**{**shared, **given, **overrides})
+        return ZOConfig(**shared, **given)
 
-    def lr_schedule(self) -> LRSchedule:
+    def _schedule(self) -> LRSchedule:
         return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
 
-    def peft_settings(self) -> PeftSettings | None:
+    def _adapter(self) -> PeftSettings | None:
         if self.peft is None:
             return None
         return PeftSettings(self.peft, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
                             lora_targets=self.lora_targets, prefix_tokens=self.prefix_tokens)
+
+    def _task(self) -> Task:
+        if self.task == CUSTOM:
+            return custom_task(text_column=self.text_column, label_column=self.label_column,
+                               template=self.template, label_words=self.label_words, dataset=self.dataset)
+        return TASKS.get(self.task)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,7 +28,6 @@ from zotune.files.durable import (
 )
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
-from zotune.methods import METHODS, SAMPLERS
 from zotune.optim import ZOOptimizer
 from zotune.optim.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.perturb import mix_seed
@@ -128,7 +127,7 @@ def run_fingerprint(config: TrainConfig, model_name: str, data: TaskData) -> dic
     """What a checkpoint must have been made with to be resumed: every setting outside ``RESUMABLE`` and a
     SHA-256 of the sampled rows (train, dev, eval), so an edited label or another data seed is caught."""
     # A decaying schedule spreads over the budget, so then the budget shapes every step's learning rate too.
-    resumable = RESUMABLE if config.lr_schedule().is_constant else RESUMABLE - {"steps", "max_forward_passes"}
+    resumable = RESUMABLE if config.parts.schedule.is_constant else RESUMABLE - {"steps", "max_forward_passes"}
     settings = {k: v for k, v in config.to_dict().items() if k not in resumable}
     settings["model"] = model_name
     rows = json.dumps([data.train, data.dev, data.eval], sort_keys=True, ensure_ascii=False, default=str)
@@ -169,10 +168,8 @@ def check_names(config: TrainConfig) -> None:
         UnknownNameError: naming the closest matches.
         ConfigError: an objective the task cannot provide, an unknown tracker or one not installed.
     """
-    check_objective(config.objective, config.build_task())
-    METHODS.get(config.method), config.reporters()
-    if config.sampler is not None:
-        SAMPLERS.get(config.sampler)
+    check_objective(config.objective, config.parts.task)
+    config.reporters()
 
 
 def check_memory(config: TrainConfig) -> None:
@@ -331,11 +328,11 @@ class _Run:
         self._open_logs(previous)
 
     def _load(self, config: TrainConfig, ranks) -> None:
-        self.task = task = config.build_task()
+        self.task = task = config.parts.task
         model, self.tokenizer = load_model(config.model, dtype=config.dtype,
                                            trust_remote_code=config.trust_remote_code)
         max_length = fit_to_context(model, config.max_length)
-        self.peft = config.peft_settings()
+        self.peft = config.parts.adapter
         if self.peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
             model = apply_peft(model, self.peft, seed=config.seed)
             # The saved adapter names its base as the hub id or an absolute folder, never the relative path typed
@@ -353,14 +350,14 @@ class _Run:
             raise ConfigError(f"Invalid batch_size: {config.batch_size} (more than the {len(self.train_ex)} "
                               "training examples)")
         by_directions = ranks.mode == "directions"  # each rank probes its own n_directions directions
-        self.optimizer = ZOOptimizer(model, config=config.zo_config(
-            n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
+        self.optimizer = ZOOptimizer(model, config=dataclasses.replace(
+            config.parts.optimizer, n_directions=config.n_directions * (ranks.world_size if by_directions else 1),
             direction_parallel=by_directions))
         # A local model folder is logged as an absolute path, so `zotune replay` finds it from any directory.
         self.base_name = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
         self.fingerprint = run_fingerprint(config, self.base_name, data)
         self.objective = objective_fn(config.objective, task, self.tokenizer, self.tokenizer.pad_token_id)
-        self.schedule = config.lr_schedule()
+        self.schedule = config.parts.schedule
 
     def _open_logs(self, previous: list[str]) -> None:
         """Restore the checkpoint (resume) or clear the folder (overwrite), then open the seed log and metrics."""
