@@ -33,6 +33,8 @@ class MethodCase:
     # Learning rates of the rules whose step scales with the estimate (FZOO's normalised estimate is about
     # 1/eps larger than a gradient), where they differ from UPDATE_RULES'.
     lrs: dict[str, float] = field(default_factory=dict)
+    # The update rules the method composes with (None: every one); it refuses the others at construction.
+    updates: tuple[str, ...] | None = None
 
     def __str__(self) -> str:
         return self.label
@@ -47,6 +49,7 @@ CASES = [
     MethodCase("ldsd", "ldsd", {"candidates": 3, "lr_mu": 0.01}),
     MethodCase("zo-finetuner", "zo-finetuner", controller=True),
     MethodCase("lozo", "lozo", {"rank": 1, "interval": 2}),
+    MethodCase("lozo-m", "lozo", {"rank": 1, "interval": 2, "beta": 0.9}, updates=("sgd",)),
     MethodCase("fzoo", "fzoo", {"perturbations": 3}, lrs=FZOO_LRS),
     MethodCase("fzoo+adalezo", "fzoo", {"perturbations": 3, "sample_fraction": 0.5}, sampler="adalezo",
                lrs=FZOO_LRS),

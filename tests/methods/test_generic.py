@@ -46,6 +46,10 @@ def test_composes_with_every_update_rule(case, update, tmp_path):
     named = named_params()
     loss, fresh = quadratic(named)
     start = loss()
+    if case.updates is not None and update not in case.updates:
+        with pytest.raises(ConfigError, match=f"not {update!r}"):
+            build(case, named, tmp_path, update=update)
+        return
     opt = build(case, named, tmp_path, update=update, lr=case.lrs.get(update, UPDATE_RULES[update]), seed=0)
     for _ in range(150):
         opt.step(loss, fresh_closure=fresh)

@@ -90,7 +90,8 @@ def test_an_sgd_step_never_forms_the_m_by_n_direction(monkeypatch):
     assert opt.step_count == 3
 
 
-@pytest.mark.parametrize("options, message", [({"rank": 0}, "Invalid rank"), ({"interval": 0}, "Invalid interval")])
+@pytest.mark.parametrize("options, message", [({"rank": 0}, "Invalid rank"), ({"interval": 0}, "Invalid interval"),
+                                              ({"beta": 1.0}, "Invalid beta")])
 def test_bad_options_are_refused(options, message):
     w = torch.nn.Parameter(torch.zeros(3, 3))
     with pytest.raises(ConfigError, match=message):
@@ -139,3 +140,56 @@ def test_low_rank_output_equals_the_perturbed_weight_to_rounding():
         ue, ve = torch.randn(11, 2), torch.randn(4, 2)
         expected = torch.nn.functional.embedding(ids, embedding.weight - 0.5 * ue @ ve.T)
         torch.testing.assert_close(_low_rank_output(embedding, (ids,), embedding(ids), [(-0.5, ue, ve)]), expected)
+
+
+def _lozo_m_against_a_dense_average(steps, interval, beta=0.9, lr=1e-2):
+    """LOZO-M's weights after ``steps`` steps, and the same run's weights from a dense m x n average of the same
+    estimates (each c U Vᵀ formed whole), carrying the average into a new V's subspace as the paper does."""
+    w, loss, _ = _matrix_quadratic()
+    start = w.detach().clone()
+    opt = ZOOptimizer([w], method="lozo", lr=lr, eps=1e-3, seed=4,
+                      method_options={"rank": 2, "interval": interval, "beta": beta})
+    dense, average, v_before = start.clone(), None, None
+    for _ in range(steps):
+        opt.step(loss)
+        (probe,) = opt.last_probes
+        u, v = opt.engine.factors(probe.seed, opt.engine.blocks[0])
+        estimate = probe.projected_grad * u @ v.T
+        if average is None:
+            average = estimate
+        else:
+            if not torch.equal(v, v_before):  # a new V: N V_oldᵀ V_new / n as N's, so M V_new V_newᵀ / n
+                average = average @ v @ v.T / v.shape[0]
+            average = beta * average + (1 - beta) * estimate
+        v_before = v
+        dense -= lr * average
+    return w.detach(), dense
+
+
+def test_lozo_m_equals_a_dense_momentum_of_the_same_estimates():
+    """Within a period, and across two period changes, the low-rank N Vᵀ is the exponential average of the
+    estimates c U Vᵀ, formed here whole (to float rounding)."""
+    low_rank, dense = _lozo_m_against_a_dense_average(steps=10, interval=4)
+    torch.testing.assert_close(low_rank, dense, rtol=1e-4, atol=1e-5)
+
+
+def test_lozo_m_keeps_r_times_m_plus_n_values_a_matrix_and_composes_with_sgd_only():
+    w, loss, _ = _matrix_quadratic(shape=(6, 5))
+    bias = torch.nn.Parameter(torch.zeros(5))
+    opt = ZOOptimizer([("w", w), ("bias", bias)], method="lozo", lr=1e-3, method_options={"rank": 2, "beta": 0.9})
+    opt.step(loss)
+    assert {k: tuple(t.shape) for k, t in opt.state[w].items()} == {"lozo_n": (6, 2), "lozo_v": (5, 2)}
+    assert {k: tuple(t.shape) for k, t in opt.state[bias].items()} == {"lozo_m": (5,)}  # a vector: a full average
+    with pytest.raises(ConfigError, match="LOZO-M .* use update sgd, not 'momentum'"):
+        ZOOptimizer([w], method="lozo", update="momentum", method_options={"beta": 0.9})
+
+
+def test_lozo_m_with_beta_0_is_lozo_bitwise():
+    runs = []
+    for options in ({}, {"beta": 0.0}):
+        w, loss, _ = _matrix_quadratic()
+        opt = ZOOptimizer([w], method="lozo", lr=1e-2, seed=5, method_options=options)
+        for _ in range(5):
+            opt.step(loss)
+        runs.append(w.detach().clone())
+    assert torch.equal(*runs)

@@ -131,6 +131,12 @@ class Method(Plugin):
         (MeZO: nothing to check)."""
         return None
 
+    def update_rule(self, rule: Any) -> Any:
+        """The update rule this method's steps use, given the optimizer's (``optim/updates.py``; MeZO: that one).
+        A method whose estimate has its own update (LOZO-M's momentum kept in low-rank factors) returns an object
+        with the rule's ``update(ctx)``, and refuses a rule it cannot replace (``ConfigError``)."""
+        return rule
+
     def directions_per_step(self, n_directions: int) -> int:
         """The directions a step probes, given the optimizer's ``n_directions`` (MeZO: that many). A method with
         its own count returns it, and refuses an ``n_directions`` it cannot honour (``ConfigError``)."""

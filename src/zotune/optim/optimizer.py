@@ -120,7 +120,6 @@ class ZOOptimizer(torch.optim.Optimizer):
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
         perturbation = _perturbation_mode("deferred" if config.direction_parallel else perturbation, params, named)
-        self.rule = config.update_rule()
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, n_directions=n_directions)
         super().__init__([p for _, p in named], defaults)
         method_name = method.name if isinstance(method, MethodConfig) else method
@@ -133,6 +132,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             (f"sampler {sampler_name!r}", None if isinstance(sampler, SamplerConfig) else SAMPLERS.get(sampler).config_cls),
         ])
         self.method = build_method(method, method_options)
+        self.rule = self.method.update_rule(config.update_rule())
         self.method.directions_per_step(n_directions)  # refuses a count the method cannot honour, up front
         # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
         self.direction_split = _direction_world(config.direction_parallel, n_directions, self.method)

@@ -196,11 +196,17 @@ class PerturbationEngine:
             return None
         found = []
         for seed, coef in terms.items():
-            factors = self.source.block_reader(mix_seed(seed, block.index), block).factors(block.param.device)
+            factors = self.factors(seed, block)
             if factors is None:
                 return None
             found.append((coef, *factors))
         return found
+
+    def factors(self, seed: int, block: Block) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(U, V)`` when the z of ``seed`` on ``block`` is the low-rank U Vᵀ (LOZO's), else None."""
+        if self.source is None:
+            return None
+        return self.source.block_reader(mix_seed(seed, block.index), block).factors(block.param.device)
 
     @torch.no_grad()  # also on worker threads, where the caller's no_grad mode does not reach
     def add_combination(
