@@ -1,6 +1,6 @@
 """Gaussian against Rademacher directions for MeZO: same seed, data and batches, accuracy and loss side by side.
 
-Rademacher directions (±1 signs, ``directions="rademacher"``) have the Gaussian's E[z z^T] = I, so the SPSA
+Rademacher directions (±1 signs, ``noise="rademacher"``) have the Gaussian's E[z z^T] = I, so the SPSA
 estimate stays unbiased; they are cheaper to draw on a CPU. This script checks what they do to training: both
 runs score the same held-out examples and the same fixed training subset every ``--eval-every`` steps.
 
@@ -28,7 +28,7 @@ def main() -> None:
         args.seed = seed
         for directions in DIRECTIONS:
             records, _ = tracked_run("mezo", args.steps, args, eval_every=args.eval_every,
-                                     train_subset=args.train_subset, optimizer_options={"directions": directions})
+                                     train_subset=args.train_subset, optimizer_options={"noise": directions})
             runs[directions].append(records)
 
     def mean_std(values: list[float]) -> str:

@@ -54,7 +54,7 @@ def measure(workload: str, args: argparse.Namespace) -> dict[str, float]:
     elif workload.startswith("zo-"):
         method, _, directions = workload[3:].partition("-")
         opt = ZOOptimizer(model, method, lr=1e-6, eps=1e-3, seed=0, perturbation="in_place",
-                          directions=directions or "gaussian")
+                          noise=directions or "gaussian")
         for _ in range(args.steps):
             opt.step(loss)
     elif workload == "adamw":

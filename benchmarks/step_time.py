@@ -33,7 +33,7 @@ from zotune.tasks import candidate_scores, classification_loss
 from zotune.train.precision import forward_precision
 
 CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
-           ("mezo", {"directions": "rademacher"}), ("adalezo", {}), ("adalezo", {"directions": "rademacher"}),
+           ("mezo", {"noise": "rademacher"}), ("adalezo", {}), ("adalezo", {"noise": "rademacher"}),
            ("dizo", {}), ("ldsd", {})]
 
 

@@ -28,7 +28,7 @@ class MethodCase:
     method: str
     options: dict[str, Any] = field(default_factory=dict)
     sampler: str | None = None
-    directions: str = "gaussian"
+    noise: str = "gaussian"
     controller: bool = False  # ZO Fine-tuner: write a controller for the problem's tensors first
     # Learning rates of the rules whose step scales with the estimate (FZOO's normalised estimate is about
     # 1/eps larger than a gradient), where they differ from UPDATE_RULES'.
@@ -42,7 +42,7 @@ class MethodCase:
 
 CASES = [
     MethodCase("mezo", "mezo"),
-    MethodCase("mezo-rademacher", "mezo", directions="rademacher"),
+    MethodCase("mezo-rademacher", "mezo", noise="rademacher"),
     MethodCase("adalezo", "adalezo", {"sample_fraction": 0.5}),
     MethodCase("dizo", "dizo", {"interval": 2, "probes": 2}),
     MethodCase("dizo+adalezo", "dizo", {"interval": 2, "probes": 2, "sample_fraction": 0.5}, sampler="adalezo"),
@@ -117,7 +117,7 @@ def build(case: MethodCase, named, folder: Path, **settings: Any) -> ZOOptimizer
         options["controller"] = _controller(named, folder)
     options.update(settings.pop("method_options", {}))
     settings = {"lr": 0.01, "eps": 1e-3, "seed": 3, **settings}
-    return ZOOptimizer(named, case.method, sampler=case.sampler, directions=case.directions,
+    return ZOOptimizer(named, case.method, sampler=case.sampler, noise=case.noise,
                        method_options=options, **settings)
 
 

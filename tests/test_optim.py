@@ -15,11 +15,11 @@ from zotune.perturb import mix_seed
 
 # Per trial the estimate's error is about sqrt(d + 1) |grad| for Gaussian directions and at most sqrt(d) |grad| for
 # Rademacher ones: over 4000 trials, 3 sigma of the mean is ~0.16 |grad|.
-@pytest.mark.parametrize("directions", ["gaussian", "rademacher"])
-def test_spsa_estimate_is_unbiased_on_a_quadratic(directions):
+@pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
+def test_spsa_estimate_is_unbiased_on_a_quadratic(noise):
     x, hessian, loss = _quadratic()
     true_grad = hessian @ x.detach()
-    mean = mean_step(x, loss, lambda seed: ZOOptimizer([x], lr=1.0, eps=1e-3, seed=seed, directions=directions))
+    mean = mean_step(x, loss, lambda seed: ZOOptimizer([x], lr=1.0, eps=1e-3, seed=seed, noise=noise))
     assert (mean - true_grad).norm() / true_grad.norm() < 0.16
     assert torch.nn.functional.cosine_similarity(mean, true_grad, dim=0) > 0.98
 

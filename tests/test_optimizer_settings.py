@@ -65,6 +65,6 @@ def test_every_zoconfig_setting_has_a_train_setting():
     missing = {f.name for f in dataclasses.fields(ZOConfig)} - train - {"direction_parallel"}
     assert not missing
     given = TrainConfig(update="adam", betas=[0.8, 0.9], adam_eps=1e-7, perturbation="in_place", lr=3e-4,
-                        fuse_restore=False, directions="rademacher", n_directions=2, seed=5).parts.optimizer
-    assert (given.betas, given.adam_eps, given.perturbation, given.lr, given.fuse_restore, given.directions,
+                        fuse_restore=False, noise="rademacher", n_directions=2, seed=5).parts.optimizer
+    assert (given.betas, given.adam_eps, given.perturbation, given.lr, given.fuse_restore, given.noise,
             given.n_directions, given.seed) == ((0.8, 0.9), 1e-7, "in_place", 3e-4, False, "rademacher", 2, 5)

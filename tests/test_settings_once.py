@@ -115,3 +115,35 @@ def test_a_config_reports_every_problem_at_once_and_builds_its_parts_once():
     assert config.parts.task.name == config.task
     with pytest.raises(UnknownNameError, match="mezzo"):
         TrainConfig(method="mezzo")
+
+
+def test_a_setting_under_its_former_name_is_read_under_its_new_one(tmp_path):
+    """``directions`` (the distribution of z) is now ``noise``: config files, flags, checkpoints' and finished
+    runs' recorded settings, and seed logs written before the rename still work."""
+    import json
+
+    from method_db import LayeredModel, quadratic
+    from zotune.errors import ZotuneWarning
+    from zotune.train import seedlog
+    from zotune.train.config import with_defaults
+    from zotune.train.replay import replay
+
+    with pytest.warns(ZotuneWarning, match="'directions' is now 'noise'"):
+        assert TrainConfig.from_dict({"directions": "rademacher"}).noise == "rademacher"
+    assert build_parser().parse_args(["train", "--directions", "rademacher"]).noise == "rademacher"
+    assert with_defaults({"directions": "rademacher"}, ["noise"]) == {"noise": "rademacher"}
+    module = LayeredModel()
+    named = list(module.named_parameters())
+    loss, _ = quadratic(named)
+    opt = ZOOptimizer(named, noise="rademacher", lr=1e-2)
+    path = tmp_path / "seeds.jsonl"
+    log = seedlog.SeedLogWriter(path, opt, module, model_name="db", dtype="float32")
+    for _ in range(3):
+        opt.step(loss)
+        log.append(opt.last_record)
+    log.finish(opt.step_count)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    header = {k: v for k, v in lines[0].items() if k != "check"}
+    header["optimizer"]["directions"] = header["optimizer"].pop("noise")  # as the log was written before
+    path.write_text(seedlog._dump(header) + "".join(line_text + "\n" for line_text in path.read_text().splitlines()[1:]))
+    assert replay(seedlog.read_seed_log(path), LayeredModel()).matches_log

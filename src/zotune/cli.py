@@ -102,6 +102,7 @@ def _with_default(help_text: str, default: Any) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from zotune import __version__
+    from zotune.settings import RENAMED
 
     parser = _Parser(prog="zotune", description="Zeroth-order (forward-pass only) fine-tuning of language models.")
     parser.add_argument("--version", action="version", version=f"zotune {__version__}")
@@ -109,13 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fine-tune a model on a task", argument_default=argparse.SUPPRESS)
     train.add_argument("--config", help="YAML file of settings; flags given here override it")
+    former_names: dict[str, list[str]] = {}  # a renamed setting's former flag still works
+    for old, new in RENAMED.items():
+        former_names.setdefault(new, []).append(old)
     for field in dataclasses.fields(_train_config_cls()):
         if field.name in ("method_options", "resume", "save_best", "overwrite", "trust_remote_code", "fuse_restore"):
             continue
         kind = _field_type(field)
-        flag = "--" + field.name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-") for name in (field.name, *former_names.get(field.name, ()))]
         default = field.default if field.default is not dataclasses.MISSING else None
-        train.add_argument(flag, type=kind, metavar=field.name.upper(),
+        train.add_argument(*flags, type=kind, metavar=field.name.upper(),
                            help=_with_default(field.metadata.get("help", ""), default))
     _add_method_option_flags(train)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -12,7 +12,11 @@ from typing import Any
 
 from zotune.errors import ConfigError
 
-__all__ = ["is_int", "is_real", "is_finite", "reject_unknown_keys", "shares_settings"]
+__all__ = ["is_int", "is_real", "is_finite", "reject_unknown_keys", "shares_settings", "RENAMED", "renamed_settings"]
+
+# Settings renamed since they were released: former name -> current name. Seed logs, checkpoints, finished runs
+# and config files that use a former name are read under the current one.
+RENAMED = {"directions": "noise"}  # the distribution of z, apart from n_directions, the count
 
 
 def is_int(value: Any) -> bool:
@@ -36,6 +40,24 @@ def reject_unknown_keys(values: dict[str, Any], cls: type, what: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"Unknown {what} {unknown}; allowed: {', '.join(sorted(known))}")
+
+
+def renamed_settings(values: dict[str, Any], *, warn: bool = False) -> dict[str, Any]:
+    """``values`` with each setting given under a former name moved to its current one (a value given under the
+    current name wins); with ``warn``, a ``ZotuneWarning`` names the renames."""
+    out, moved = dict(values), []
+    for old, new in RENAMED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+            moved.append(f"{old!r} is now {new!r}")
+    if warn and moved:
+        import warnings
+
+        from zotune.errors import ZotuneWarning
+
+        warnings.warn(f"Renamed settings: {'; '.join(moved)}", ZotuneWarning, stacklevel=3)
+    return out
 
 
 def shares_settings(source: type, *, only: Iterable[str] | None = None, skip: Iterable[str] = (),

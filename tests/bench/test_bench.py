@@ -30,7 +30,7 @@ def _grid(tmp_path, model_dir, data_dir, **overrides):
         "budget": {"forward_passes": 8},
         "common": {"model": str(model_dir), "data_dir": str(data_dir), "lr": 2e-3, "eps": 1e-2, "batch_size": 8,
                    "num_train": 32, "num_dev": 8, "num_eval": 16, "eval_steps": 2, "eval_batch_size": 16},
-        "methods": {"mezo": {}, "mezo-rademacher": {"method": "mezo", "directions": "rademacher"}},
+        "methods": {"mezo": {}, "mezo-rademacher": {"method": "mezo", "noise": "rademacher"}},
     }
     values.update(overrides)
     path = tmp_path / "grid.yaml"
@@ -76,7 +76,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     # The two direction kinds really ran differently.
     summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
                  for m in ("mezo", "mezo-rademacher")]
-    assert summaries[0]["config"]["directions"] == "gaussian" and summaries[1]["config"]["directions"] == "rademacher"
+    assert summaries[0]["config"]["noise"] == "gaussian" and summaries[1]["config"]["noise"] == "rademacher"
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").rglob("summary.json")}
     assert [o.status for o in run_grid(config, progress=False)] == ["skipped"] * 8

@@ -85,7 +85,7 @@ def test_settings_fzoo_cannot_honour_are_refused(settings, message):
     x = torch.nn.Parameter(torch.zeros(3))
     with pytest.raises(ConfigError, match=message):
         ZOOptimizer([x], method="fzoo", **settings)
-    ZOOptimizer([x], method="fzoo", directions="rademacher")  # naming its own distribution is fine
+    ZOOptimizer([x], method="fzoo", noise="rademacher")  # naming its own distribution is fine
 
 
 @pytest.mark.parametrize("method, extra", [("fzoo", ["--fzoo-perturbations", "3"]),

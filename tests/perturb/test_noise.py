@@ -66,20 +66,20 @@ def test_worker_threads_round_low_precision_weights_as_the_calling_thread_does()
     assert all(torch.equal(a, b) for a, b in zip(run(1), run(3)))
 
 
-def _mlp_run(workers, directions="gaussian"):
+def _mlp_run(workers, noise="gaussian"):
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(6)])
     data = torch.randn(32, 8)
-    opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=3, directions=directions)
+    opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=3, noise=noise)
     opt.engine.workers = workers
     for _ in range(5):
         opt.step(lambda: model(data).pow(2).mean())
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("directions", ["gaussian", "rademacher"])
-def test_worker_threads_do_not_change_a_training_run(directions):
-    for serial, threaded in zip(_mlp_run(1, directions), _mlp_run(4, directions)):
+@pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
+def test_worker_threads_do_not_change_a_training_run(noise):
+    for serial, threaded in zip(_mlp_run(1, noise), _mlp_run(4, noise)):
         assert torch.equal(serial, threaded)
 
 
@@ -119,7 +119,7 @@ def test_rademacher_second_moment_is_the_identity():
 def test_directions_option_is_validated():
     model = torch.nn.Linear(3, 3)
     with pytest.raises(ConfigError, match="Invalid directions"):
-        ZOOptimizer(model, directions="uniform")
+        ZOOptimizer(model, noise="uniform")
     with pytest.raises(ConfigError, match="draws its own directions"):
-        ZOOptimizer(model, method="ldsd", directions="rademacher")
-    assert ZOOptimizer(model, directions="rademacher").hparams["directions"] == "rademacher"
+        ZOOptimizer(model, method="ldsd", noise="rademacher")
+    assert ZOOptimizer(model, noise="rademacher").hparams["noise"] == "rademacher"

@@ -39,7 +39,7 @@ def _base_model(model_dir, dtype=torch.float32):
 
 REPLAYED = [
     ("mezo", {}, "sgd", 1),
-    ("mezo", {"directions": "rademacher"}, "sgd", 2),
+    ("mezo", {"noise": "rademacher"}, "sgd", 2),
     ("mezo", {}, "adam", 2),
     ("mezo", {}, "cons", 1),
     ("adalezo", {}, "sgd", 1),
@@ -48,14 +48,14 @@ REPLAYED = [
 ]
 
 
-@pytest.mark.parametrize("method,options,update,n", REPLAYED, ids=[f"{m}-{u}-n{n}" + "".join(o.get("directions", "")[:4] for o in [opts])
+@pytest.mark.parametrize("method,options,update,n", REPLAYED, ids=[f"{m}-{u}-n{n}" + "".join(o.get("noise", "")[:4] for o in [opts])
                               for m, opts, u, n in REPLAYED])
 def test_replay_rebuilds_the_trained_weights_bitwise(method, options, update, n, tiny_model_dir, tiny_data_dir,
                                                      tmp_path):
-    directions = options.get("directions", "gaussian")  # an optimizer argument, not a method option
-    options = {k: v for k, v in options.items() if k != "directions"}
+    noise = options.get("noise", "gaussian")  # an optimizer argument, not a method option
+    options = {k: v for k, v in options.items() if k != "noise"}
     train(_config(tiny_model_dir, tiny_data_dir, tmp_path, method=method, method_options=options, update=update,
-                  n_directions=n, directions=directions), progress=False)
+                  n_directions=n, noise=noise), progress=False)
     trained = _final_weights(tmp_path)
     log = read_seed_log(tmp_path / "seeds.jsonl")
     assert len(log.steps) == 6 and log.end["steps"] == 6

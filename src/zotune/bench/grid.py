@@ -11,7 +11,7 @@ The file::
     common: {model: smollm2-135m, data_dir: data, eval_steps: 50}   # any `zotune train` setting
     methods:                          # label -> settings; `method` defaults to the label
       mezo: {}
-      mezo-rademacher: {method: mezo, directions: rademacher}
+      mezo-rademacher: {method: mezo, noise: rademacher}
 
 Settings apply in the order common, task, method, then the run's own (seed, budget, output folder). Each seed
 seeds both the optimizer and MeZO's train/dev/eval sampling (``seed`` and ``data_seed``), so methods see the same

@@ -29,7 +29,7 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginSpec
-from zotune.perturb import Block, NoiseSource, StepPlan, gaussian_direction
+from zotune.perturb import NoiseSource, StepPlan
 
 __all__ = [
     "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
@@ -117,13 +117,9 @@ class Method(Plugin):
         """The step's plan, given the one the sampler drew (MeZO keeps it as it is)."""
         return sampled
 
-    def direction(self, block: Block, generator: torch.Generator, out: torch.Tensor) -> torch.Tensor:
-        return gaussian_direction(block, generator, out)
-
     def noise_source(self) -> NoiseSource | None:
         """The method's own distribution of z as a stream (``perturb/noise.py``), read chunk by chunk and on the
-        engine's worker threads; faster than overriding ``direction``, which draws whole blocks on one thread.
-        None (MeZO's): the optimizer's ``directions``."""
+        engine's worker threads. None (MeZO's): the optimizer's ``noise``."""
         return None
 
     def check_settings(self, lr: float, eps: float) -> None:

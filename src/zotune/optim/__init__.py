@@ -3,6 +3,6 @@ update rules that consume its gradient estimate."""
 
 from zotune.optim.config import PERTURBATIONS, ZOConfig, default_lr_eps
 from zotune.optim.optimizer import StepRecord, ZOOptimizer
-from zotune.optim.updates import UPDATES, UpdateRule, build_update_rule
+from zotune.optim.updates import UPDATES, UpdateConfig, UpdateRule, register_update_rule
 
-__all__ = ["ZOOptimizer", "ZOConfig", "default_lr_eps", "StepRecord", "PERTURBATIONS", "UPDATES", "UpdateRule", "build_update_rule"]
+__all__ = ["ZOOptimizer", "ZOConfig", "default_lr_eps", "StepRecord", "PERTURBATIONS", "UPDATES", "UpdateConfig", "UpdateRule", "register_update_rule"]

@@ -13,9 +13,9 @@ from typing import Any
 
 from zotune.errors import ConfigError
 from zotune.methods import METHODS, SAMPLERS, MethodConfig, SamplerConfig
-from zotune.optim.updates import UpdateRule, build_update_rule
+from zotune.optim.updates import UPDATES, UpdateRule
 from zotune.perturb import NOISES
-from zotune.settings import is_finite, is_int, reject_unknown_keys
+from zotune.settings import is_finite, is_int, reject_unknown_keys, renamed_settings, shares_settings
 
 __all__ = ["ZOConfig", "PERTURBATIONS", "default_lr_eps"]
 
@@ -45,7 +45,16 @@ def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _with_update_settings(cls: type) -> type:
+    """Each registered update rule's settings (``momentum``; ``betas``, ``adam_eps``) as fields of ``cls``, their
+    defaults and help written in the rule's config (``optim/updates.py``)."""
+    for name in UPDATES.names():
+        cls = shares_settings(UPDATES.get(name).config_cls)(cls)
+    return cls
+
+
 @dataclass
+@_with_update_settings
 class ZOConfig:
     """The settings of a ``ZOOptimizer``; each field's help says what it does, ``zotune train --help`` shows them.
     ``method`` and ``sampler`` also take a config object (``MethodConfig``, ``SamplerConfig``)."""
@@ -61,9 +70,6 @@ class ZOConfig:
     update: str = _setting("sgd", "update rule: sgd (MeZO's), momentum, sign, cons, adam")
     n_directions: int = _setting(1, "SPSA directions per step (n-SPSA); memory does not grow with it")
     weight_decay: float = _setting(0.0, "L2 weight decay (not on tensors of fewer than 2 dims: biases, norms)")
-    momentum: float = _setting(0.9, "--update momentum: its coefficient")
-    betas: tuple[float, float] = _setting((0.9, 0.999), "--update adam: its two moment decays, e.g. 0.9,0.999")
-    adam_eps: float = _setting(1e-8, "--update adam: its epsilon")
     fuse_restore: bool = _setting(True, "fuse the last restore into the sgd update (one pass over the weights "
                                         "fewer; in-place perturbation only)")
     perturbation: str = _setting(
@@ -73,7 +79,7 @@ class ZOConfig:
     direction_parallel: bool = _setting(
         False, "spread the n_directions over the ranks of the initialised torch.distributed group (needs deferred "
                "perturbation, the default then)")
-    directions: str = _setting("gaussian", "distribution of z: gaussian (MeZO's) or rademacher (±1 signs from a "
+    noise: str = _setting("gaussian", "distribution of z: gaussian (MeZO's) or rademacher (±1 signs from a "
                                            "counter-based hash, cheaper on CPUs; docs/performance.md)")
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": (
         "options of the method and of its sampler: each goes to the config that declares it, or to the one its "
@@ -102,23 +108,27 @@ class ZOConfig:
                 raise ConfigError(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
         if self.perturbation not in PERTURBATIONS:
             raise ConfigError(f"Invalid perturbation: {self.perturbation!r} (one of {', '.join(PERTURBATIONS)})")
-        if self.directions not in NOISES:
-            raise ConfigError(f"Invalid directions: {self.directions!r} (one of {', '.join(NOISES.names())})")
+        if self.noise not in NOISES:
+            raise ConfigError(f"Invalid noise: {self.noise!r} (one of {', '.join(NOISES.names())})")
         if self.direction_parallel and self.perturbation == "in_place":
             raise ConfigError("direction_parallel needs deferred perturbation: in-place probes leave each rank "
                               "its own rounding residue and the replicas would drift apart")
         if not isinstance(self.method_options, dict):
             raise ConfigError(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
         rule = self.update_rule()
+        if isinstance(self.betas, list):  # as YAML and JSON give it
+            self.betas = tuple(self.betas)
         if self.weight_decay and not rule.uses_weight_decay:
             raise ConfigError(f"weight_decay={self.weight_decay} is not supported with update={self.update!r}")
 
     def update_rule(self) -> UpdateRule:
         """A fresh instance of the update rule, with its own settings (the others are not its business)."""
-        return build_update_rule(self.update, momentum=self.momentum, betas=self.betas, adam_eps=self.adam_eps)
+        return UPDATES.build(self.update, {name: getattr(self, name) for name in UPDATES.options_of(self.update)})
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> ZOConfig:
-        """From a mapping (keywords of ``ZOOptimizer``, a seed-log header), naming every unknown key at once."""
+        """From a mapping (keywords of ``ZOOptimizer``, a seed-log header), naming every unknown key at once; a
+        setting under its former name (a seed log written before the rename) is read under its new one."""
+        settings = renamed_settings(settings)
         reject_unknown_keys(settings, cls, "ZOOptimizer setting(s)")
         return cls(**settings)

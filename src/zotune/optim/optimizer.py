@@ -115,7 +115,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.config = config
         method, sampler, update = config.method, config.sampler, config.update
         lr, eps, seed, n_directions = config.lr, config.eps, config.seed, config.n_directions
-        weight_decay, perturbation, directions = config.weight_decay, config.perturbation, config.directions
+        weight_decay, perturbation, noise = config.weight_decay, config.perturbation, config.noise
         named = _named_trainable(params)
         if not named:
             raise ConfigError("ZOOptimizer got no trainable parameters (none has requires_grad=True)")
@@ -137,7 +137,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         # (rank, world size) when the directions are spread over ranks (direction_parallel), else None.
         self.direction_split = _direction_world(config.direction_parallel, n_directions, self.method)
         self.sampler = build_sampler(sampler, sampler_options)
-        self.engine = PerturbationEngine(named, direction=_direction_source(directions, self.method),
+        self.engine = PerturbationEngine(named, direction=_noise_source(noise, self.method),
                                          deferred=perturbation == "deferred")
         self.perturbation = perturbation
         self._hooks = attach_perturbation_hooks(params, self.engine) if self.engine.deferred else []
@@ -456,16 +456,15 @@ def _options_of(config: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def _direction_source(directions: str, method: Method) -> Any:
-    """The engine's direction: the named distribution, or the method's own (its ``noise_source()``, else its
-    ``direction`` when it overrides it)."""
+def _noise_source(noise: str, method: Method) -> Any:
+    """The engine's distribution of z: the named one, or the method's own (its ``noise_source()``)."""
     own = method.noise_source()
-    if own is None and type(method).direction is Method.direction:
-        return NOISES.get(directions)
-    if directions not in ("gaussian", getattr(own, "name", None)):  # gaussian: the default, not a choice
-        raise ConfigError(f"method {method.config.name!r} draws its own directions; "
-                          f"directions={directions!r} does not apply to it")
-    return own if own is not None else method.direction
+    if own is None:
+        return NOISES.get(noise)
+    if noise not in (ZOConfig.noise, own.name):  # the default is not a choice
+        raise ConfigError(f"method {method.config.name!r} draws its own directions; noise={noise!r} does not "
+                          "apply to it")
+    return own
 
 
 def _perturbation_mode(mode: str, params: Any, named: list[tuple[str, torch.Tensor]]) -> str:

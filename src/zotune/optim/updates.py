@@ -7,20 +7,22 @@ the same pass (fused restore-and-update). The other rules build the block's esti
 
 Memory: ``sgd``, ``sign`` and ``cons`` keep no state. ``momentum`` keeps one fp32 buffer the size of the trainable
 parameters, ``adam`` two: they give up MeZO's inference-level memory, and their docs say so.
+
+Each rule is a plug-in, as methods are: a config dataclass holding its settings (with their defaults and help,
+written there once; ``ZOConfig`` takes them as its fields) and the rule built from it, registered in ``UPDATES``.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from zotune.errors import ConfigError
+from zotune.methods.plugins import PluginConfig, PluginRegistry, PluginSpec
 from zotune.perturb import Block, PerturbationEngine, StepPlan
-from zotune.registry import Registry
 from zotune.settings import is_finite, is_real
 
 __all__ = [
@@ -32,8 +34,12 @@ __all__ = [
     "ZOConservative",
     "ZOAdam",
     "UPDATES",
-    "build_update_rule",
-    "rule_settings",
+    "UpdateConfig",
+    "MomentumConfig",
+    "AdamConfig",
+    "register_update_rule",
+    "refuse_foreign_settings",
+    "update_settings",
 ]
 
 
@@ -70,25 +76,60 @@ class UpdateContext:
         return None if self.restore is None else (self.restore[0], self.restore[1] * scale)
 
 
-class UpdateRule:
-    """Base class: a rule validates its hyperparameters in ``__init__`` and implements ``update``."""
+@dataclass
+class UpdateConfig(PluginConfig):
+    """Base of the update rules' configs; a rule with settings declares them as fields with defaults and help."""
 
-    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "update"
+
+
+@dataclass
+class MomentumConfig(UpdateConfig):
+    momentum: float = field(default=0.9, metadata={"help": "--update momentum: its coefficient"})
+
+    def __post_init__(self) -> None:
+        if not (is_real(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ConfigError(f"Invalid momentum: {self.momentum!r} (must be a number in [0, 1))")
+
+
+@dataclass
+class AdamConfig(UpdateConfig):
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
+        "help": "--update adam: its two moment decays, e.g. 0.9,0.999"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "--update adam: its epsilon"})
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2
+                and all(is_real(b) and 0.0 <= b < 1.0 for b in self.betas)):
+            raise ConfigError(f"Invalid betas: {self.betas!r} (must be two numbers in [0, 1))")
+        if not (is_finite(self.adam_eps) and self.adam_eps > 0.0):
+            raise ConfigError(f"Invalid adam_eps: {self.adam_eps!r} (must be a finite number > 0)")
+        self.betas = tuple(self.betas)
+
+
+class UpdateRule:
+    """Base class: a rule is built from its config and implements ``update``."""
+
     uses_weight_decay: ClassVar[bool] = True
+
+    def __init__(self, config: UpdateConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     def update(self, ctx: UpdateContext) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}({self.config})"
 
 
 class ZOSGD(UpdateRule):
     r"""ZO-SGD, the MeZO update: :math:`\theta \leftarrow (1-\eta\lambda)\theta - \eta\, \hat g`, with
     :math:`\hat g = \frac1n\sum_i g_i z_i`. A pending restore is fused into the same pass:
     :math:`\theta \leftarrow \theta + (\epsilon - \eta g) z` when n = 1."""
-
-    name = "sgd"
 
     def update(self, ctx: UpdateContext) -> None:
         jobs = []
@@ -139,28 +180,18 @@ class ZOMomentum(_ElementwiseRule):
     r"""ZO-SGD with heavy-ball momentum: :math:`m \leftarrow \beta m + \hat g,\ \theta \leftarrow \theta - \eta m`.
     Keeps one fp32 buffer as large as the trainable parameters."""
 
-    name = "momentum"
-
-    def __init__(self, *, momentum: float = 0.9) -> None:
-        if not (is_real(momentum) and 0.0 <= momentum < 1.0):
-            raise ConfigError(f"Invalid momentum: {momentum!r} (must be a number in [0, 1))")
-        self.momentum = momentum
+    config: MomentumConfig
 
     def apply(self, param, grad, state, lr, block) -> None:
         buf = state.get("momentum_buffer")
         if buf is None:
             buf = state["momentum_buffer"] = torch.zeros_like(grad)
-        buf.mul_(self.momentum).add_(grad)
+        buf.mul_(self.config.momentum).add_(grad)
         param.add_(buf, alpha=-lr)
-
-    def __repr__(self) -> str:
-        return f"ZOMomentum(momentum={self.momentum})"
 
 
 class ZOSign(_ElementwiseRule):
     r"""ZO-SGD-Sign: :math:`\theta \leftarrow \theta - \eta\,\mathrm{sign}(\hat g)`. No state."""
-
-    name = "sign"
 
     def apply(self, param, grad, state, lr, block) -> None:
         param.add_(grad.sign_(), alpha=-lr)
@@ -170,20 +201,10 @@ class ZOAdam(_ElementwiseRule):
     r"""ZO-Adam: Adam's moments over the ZO estimate, with bias correction. Keeps two fp32 buffers as large as
     the trainable parameters (3x MeZO's memory for the weights)."""
 
-    name = "adam"
-
-    def __init__(self, *, betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2
-                and all(is_real(b) and 0.0 <= b < 1.0 for b in betas)):
-            raise ConfigError(f"Invalid betas: {betas!r} (must be two numbers in [0, 1))")
-        if not (is_finite(adam_eps) and adam_eps > 0.0):
-            raise ConfigError(f"Invalid adam_eps: {adam_eps!r} (must be a finite number > 0)")
-        betas = tuple(betas)
-        self.betas = betas
-        self.adam_eps = adam_eps
+    config: AdamConfig
 
     def apply(self, param, grad, state, lr, block) -> None:
-        beta1, beta2 = self.betas
+        beta1, beta2 = self.config.betas
         if "exp_avg" not in state:
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(grad)
@@ -192,18 +213,14 @@ class ZOAdam(_ElementwiseRule):
         step = float(state["step"])
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(self.adam_eps)
+        denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt_().add_(self.config.adam_eps)
         param.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1**step))
-
-    def __repr__(self) -> str:
-        return f"ZOAdam(betas={self.betas}, adam_eps={self.adam_eps})"
 
 
 class ZOConservative(UpdateRule):
     r"""ZO-SGD-Cons: take the SGD step only if it does not raise the batch loss, else try the opposite step, else
     stay. Costs up to three extra forward passes per step (L(theta), L(theta - eta g), L(theta + eta g))."""
 
-    name = "cons"
     uses_weight_decay = False
 
     def update(self, ctx: UpdateContext) -> None:
@@ -234,31 +251,50 @@ class ZOConservative(UpdateRule):
         move(1.0)
 
 
-UPDATES: Registry[type[UpdateRule]] = Registry("update rule")
-for _rule in (ZOSGD, ZOMomentum, ZOSign, ZOConservative, ZOAdam):
-    UPDATES.register(_rule.name, _rule)
+UPDATES: PluginRegistry[PluginSpec] = PluginRegistry("update rule")
 
 
-def rule_settings(name: str) -> set[str]:
-    """The hyperparameters rule ``name`` takes (``momentum`` for ``momentum``, ``betas`` and ``adam_eps`` for
-    ``adam``, none for the others)."""
-    return set(inspect.signature(UPDATES.get(name).__init__).parameters) - {"self"}
+def register_update_rule(name: str, *, config_cls: type[UpdateConfig], rule_cls: type[UpdateRule]) -> None:
+    """Register a rule under ``name``: its config class (one per rule: the name is set on it) and the rule."""
+    UPDATES.register(name, PluginSpec(config_cls, rule_cls))
 
 
-def build_update_rule(name: str, *, strict: bool = False, **hyper: Any) -> UpdateRule:
-    """Instantiate rule ``name`` with the hyperparameters it takes. ``ZOOptimizer`` hands every rule all of its
-    settings (with their defaults) and each takes its own; with ``strict``, a setting given (not None) to a rule
-    that does not take it is refused instead, as the command line does (``--momentum`` with ``--update sgd``).
+def update_settings() -> set[str]:
+    """The settings of every registered rule (``momentum``; ``betas``, ``adam_eps``)."""
+    return {option for name in UPDATES.names() for option in UPDATES.options_of(name)}
+
+
+def refuse_foreign_settings(name: str, given: dict[str, Any]) -> None:
+    """Refuse the settings in ``given`` that rule ``name`` does not take, naming the rules that do (the command
+    line's ``--momentum`` with ``--update sgd``).
 
     Raises:
         UnknownNameError: ``name`` is not a registered rule.
-        ConfigError: a hyperparameter is out of range, or (strict) not one of the rule's.
+        ConfigError: naming the foreign settings.
     """
-    cls, takes = UPDATES.get(name), rule_settings(name)
-    given = {k: v for k, v in hyper.items() if v is not None}
-    foreign = sorted(set(given) - takes)
-    if strict and foreign:
-        users = [rule for rule in UPDATES.names() if set(foreign) & rule_settings(rule)]
+    foreign = sorted(set(given) - UPDATES.options_of(name))
+    if foreign:
+        users = [rule for rule in UPDATES.names() if set(foreign) & UPDATES.options_of(rule)]
         raise ConfigError(f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to update "
                           f"{name!r} (only to: {', '.join(users)})")
-    return cls(**{k: v for k, v in given.items() if k in takes})
+
+
+@dataclass
+class SGDConfig(UpdateConfig):
+    pass
+
+
+@dataclass
+class SignConfig(UpdateConfig):
+    pass
+
+
+@dataclass
+class ConsConfig(UpdateConfig):
+    pass
+
+
+for _name, _config, _rule in (("sgd", SGDConfig, ZOSGD), ("momentum", MomentumConfig, ZOMomentum),
+                              ("sign", SignConfig, ZOSign), ("cons", ConsConfig, ZOConservative),
+                              ("adam", AdamConfig, ZOAdam)):
+    register_update_rule(_name, config_cls=_config, rule_cls=_rule)

@@ -237,7 +237,7 @@ class _RademacherReader(NoiseReader):
         kernel(target.view(-1), self.keys, self._advance(target.numel()), torch.tensor(coef))
 
 
-# The distributions of z that ``--directions`` names.
+# The distributions of z that ``--noise`` names.
 NOISES: Registry[NoiseSource] = Registry("direction distribution")
 for _source in (GaussianNoise(), RademacherNoise()):
     NOISES.register(_source.name, _source)

@@ -11,8 +11,9 @@ from typing import Any
 
 from zotune.errors import ConfigError, UnknownNameError, ZotuneWarning
 from zotune.integrations.adapters import PeftSettings
-from zotune.optim import ZOConfig, build_update_rule, default_lr_eps
-from zotune.settings import is_finite, is_int, reject_unknown_keys, shares_settings
+from zotune.optim import ZOConfig, default_lr_eps
+from zotune.optim.updates import refuse_foreign_settings, update_settings
+from zotune.settings import is_finite, is_int, reject_unknown_keys, renamed_settings, shares_settings
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
 from zotune.train.precision import check_autocast
@@ -24,7 +25,7 @@ __all__ = ["TrainConfig", "RunParts", "load_yaml_config", "with_defaults"]
 # ZOConfig's settings a run does not take as such: direction_parallel follows from --parallel directions.
 _NOT_RUN_SETTINGS = ("direction_parallel",)
 # The update rules' own settings: None unless given, so that one given for another rule is refused.
-_UPDATE_SETTINGS = ("momentum", "betas", "adam_eps")
+_UPDATE_SETTINGS = tuple(sorted(update_settings()))
 
 
 # Settings of one training mode or task only.
@@ -156,7 +157,7 @@ class TrainConfig:
         for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
-        for name in ("model", "task", "method", "update", "directions", "dtype", "output_dir", "lora_targets",
+        for name in ("model", "task", "method", "update", "noise", "dtype", "output_dir", "lora_targets",
                      "text_column", "label_column", "objective"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
@@ -225,16 +226,14 @@ class TrainConfig:
         return names
 
     def update_settings(self) -> dict[str, Any]:
-        """The update rule's own settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
+        """The update rules' settings that were given (``momentum``; ``betas``, ``adam_eps``)."""
         return {name: getattr(self, name) for name in _UPDATE_SETTINGS if getattr(self, name) is not None}
 
     def _optimizer(self) -> ZOConfig:
         """An update rule's setting given for another rule is refused here (the command line's ``--momentum``
         with ``--update sgd``), where ``ZOOptimizer`` hands each rule its own."""
         given = self.update_settings()
-        build_update_rule(self.update, strict=True, **given)
-        if "betas" in given:
-            given["betas"] = tuple(given["betas"])
+        refuse_foreign_settings(self.update, given)
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZOConfig)
                   if f.name not in _NOT_RUN_SETTINGS and f.name not in _UPDATE_SETTINGS}
         return ZOConfig(**shared, **given)
@@ -259,7 +258,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping, rejecting unknown keys (all of them named at once)."""
+        """Build from a mapping, rejecting unknown keys (all of them named at once); a setting under its former
+        name is taken under its current one, with a warning."""
+        values = renamed_settings(values, warn=True)
         reject_unknown_keys(values, cls, "config key(s)")
         return cls(**values)
 
@@ -269,6 +270,7 @@ def with_defaults(settings: dict[str, Any], keys) -> dict[str, Any]:
     to its default: a setting added to zotune after the run counts as its default, which keeps the behaviour of
     the versions before it, so an upgrade alone changes nothing a resume or a grid compares."""
     defaults = {**TrainConfig().to_dict(), **_BEFORE_DEFAULT_CHANGED}
+    settings = renamed_settings(settings)
     return {**{key: defaults[key] for key in keys if key not in settings and key in defaults}, **settings}
 
 

@@ -29,7 +29,7 @@ import torch
 from zotune.errors import StateError, ZotuneWarning
 from zotune.files.durable import atomic_write_text
 from zotune.optim import StepRecord, ZOConfig, ZOOptimizer
-from zotune.settings import is_finite, is_int, is_real
+from zotune.settings import is_finite, is_int, is_real, renamed_settings
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 
@@ -249,6 +249,8 @@ def read_seed_log(path: str | Path) -> SeedLog:
     if header.get("version") != VERSION:
         raise StateError(f"{path}: seed log version {header.get('version')} is not supported (this zotune "
                          f"reads version {VERSION})")
+    if isinstance(header.get("optimizer"), dict):  # a log written before a setting's rename
+        header["optimizer"] = renamed_settings(header["optimizer"])
     problem = _check_header(header)
     if problem:
         raise StateError(f"{path}:1: corrupt seed log header ({problem})")
