@@ -67,7 +67,7 @@ Trained by zotune {__version__} with **{config.method}** (update rule
 |---|---|
 | steps / forward passes | {result.steps} / {result.forward_passes} |
 | learning rate, eps | {config.lr}, {config.eps} |
-| batch size, directions | {config.batch_size}, {config.n_directions} ({config.directions}) |
+| batch size, directions | {config.batch_size}, {config.n_directions} ({config.noise}) |
 | seed, data seed | {config.seed}, {config.data_seed} |
 | data | task {task.name}, {sizes['train']} training / {sizes['dev']} dev / {sizes['eval']} held-out examples |
 
