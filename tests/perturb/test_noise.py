@@ -116,9 +116,9 @@ def test_rademacher_second_moment_is_the_identity():
     assert off.abs().max() < 5 / seeds**0.5
 
 
-def test_directions_option_is_validated():
+def test_the_noise_option_is_validated():
     model = torch.nn.Linear(3, 3)
-    with pytest.raises(ConfigError, match="Invalid directions"):
+    with pytest.raises(ConfigError, match="Invalid noise"):
         ZOOptimizer(model, noise="uniform")
     with pytest.raises(ConfigError, match="draws its own directions"):
         ZOOptimizer(model, method="ldsd", noise="rademacher")
