@@ -105,7 +105,8 @@ def _close_folders(path: Path) -> str:
     return f"; did you mean {' or '.join(str(parent / c) for c in close)}?" if close else ""
 
 
-def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = False):
+def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+               offload_to: Path | None = None):
     """Load ``(model, tokenizer)`` for a spec, the model in eval mode.
 
     Args:
@@ -113,6 +114,8 @@ def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = F
         dtype: ``float32``, ``bfloat16`` or ``float16``.
         trust_remote_code: allow a model whose config names custom Python code (which then runs). Off by
             default: such a model is an error, never an interactive prompt.
+        offload_to: keep the weights in memory-mapped files in this folder instead of RAM (``offload.py``; a
+            local folder of safetensors only).
 
     Raises:
         AssetError: the model cannot be found, downloaded or loaded, or its weights do not cover every tensor
@@ -130,9 +133,17 @@ def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = F
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         # Mis-shaped tensors come back in the loading info (named below) instead of an error that points at a
         # report transformers only logs.
-        model, loading = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], output_loading_info=True,
-                                                              trust_remote_code=trust_remote_code,
-                                                              ignore_mismatched_sizes=True)
+        if offload_to is not None:
+            from zotune.assets.offload import load_offloaded
+
+            model = load_offloaded(source, offload_to, DTYPES[dtype], trust_remote_code=trust_remote_code)
+            loading = {}
+        else:
+            model, loading = AutoModelForCausalLM.from_pretrained(
+                source, dtype=DTYPES[dtype], output_loading_info=True, trust_remote_code=trust_remote_code,
+                ignore_mismatched_sizes=True)
+    except AssetError:
+        raise
     except Exception as exc:  # transformers raises many kinds (OSError, ValueError, UnpicklingError, ...)
         hint = "" if isinstance(source, Path) else (
             f" (it is not a built-in: {', '.join(BUILTIN_MODELS)}, nor a local folder; "

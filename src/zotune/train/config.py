@@ -116,6 +116,9 @@ class TrainConfig:
     trust_remote_code: bool = field(default=False, metadata={
         "help": "allow a model whose config needs custom Python code from its folder or hub repo"})
     save_best: bool = field(default=True, metadata={"help": "save the best-dev model as a HF folder"})
+    offload: str | None = field(default=None, metadata={
+        "help": "disk: keep the weights in memory-mapped files in OUTPUT_DIR/offload instead of RAM, so a model "
+                "larger than memory trains (a local folder of .safetensors; probes deferred; docs/scale.md)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     report_to: str = field(default="none", metadata={
         "help": "also log to: tensorboard (event files in OUTPUT_DIR/tensorboard), wandb, both comma-separated, "
@@ -164,6 +167,17 @@ class TrainConfig:
         for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
+        if self.offload not in (None, "disk"):
+            problems.append(f"Invalid offload: {self.offload!r} (disk, or none)")
+        elif self.offload == "disk":
+            if self.perturbation == "in_place":
+                problems.append("--offload disk needs deferred perturbation: an in-place probe would write every "
+                                "weight file twice a step")
+            elif self.perturbation == "auto":
+                self.perturbation = "deferred"  # probes never write the offloaded weights
+            if self.parallel is not None:
+                problems.append("--offload disk runs in one process: the processes of --parallel would share "
+                                "one set of weight files")
         if self.autocast == "none":  # the command line's way to turn off a config file's autocast
             self.autocast = None
         try:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 import warnings
@@ -116,7 +117,7 @@ def truncate_log(path: Path, step: int) -> None:
 # overwrite, and then removes only these), so nothing else in the folder is ever touched.
 RUN_FILES = ("seeds.jsonl", "metrics.jsonl", "summary.json", "loss.png", "layers.png", "checkpoint",
              "checkpoint.old", "checkpoint.partial", "best", "best.old", "best.partial", "final", "final.old",
-             "final.partial", "tensorboard", "wandb")
+             "final.partial", "tensorboard", "wandb", "offload")
 # Settings a resumed run may change: none of them changes the weights a step produces.
 RESUMABLE = frozenset({"steps", "max_forward_passes", "max_seconds", "eval_steps", "log_steps", "eval_batch_size",
                        "output_dir", "resume", "overwrite", "save_best", "threads", "data_dir", "trust_remote_code",
@@ -183,7 +184,7 @@ def check_memory(config: TrainConfig) -> None:
     from zotune.train.plan import available_memory, least_bytes, plan_rows, read_shape
 
     free = available_memory()
-    if free is None:
+    if free is None or config.offload:  # offloaded weights live on disk
         return
     try:
         shape = read_shape(config.model, trust_remote_code=config.trust_remote_code)
@@ -286,7 +287,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, s
             bar.close()
             result = run.score_final()
         finally:
-            run.close_logs()
+            run.close()
     return run.write_summary(result)
 
 
@@ -330,7 +331,8 @@ class _Run:
     def _load(self, config: TrainConfig, ranks) -> None:
         self.task = task = config.parts.task
         model, self.tokenizer = load_model(config.model, dtype=config.dtype,
-                                           trust_remote_code=config.trust_remote_code)
+                                           trust_remote_code=config.trust_remote_code,
+                                           offload_to=self.out / "offload" if config.offload else None)
         max_length = fit_to_context(model, config.max_length)
         self.peft = config.parts.adapter
         if self.peft is not None:  # only the adapter is trainable from here on, so only it is perturbed and saved
@@ -576,11 +578,15 @@ class _Run:
                                       model_card(config, result, self.task, weights=weights))
         return result
 
-    def close_logs(self) -> None:
+    def close(self) -> None:
+        """End what the run holds: the optimizer's noise threads, the logs, and the offloaded weight files (the
+        checkpoint and the model folders hold the weights; a resumed run maps the base model anew)."""
         self.optimizer.close()  # its noise threads end with the training, not with the process
         self.logger.close()
         if self.seed_log:
             self.seed_log.close()
+        if self.config.offload and self.writes:
+            shutil.rmtree(self.out / "offload", ignore_errors=True)
 
     def write_summary(self, result: TrainResult) -> TrainResult:
         """Plots and summary.json (first process only), then the distributed group is closed."""
