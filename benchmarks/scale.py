@@ -3,7 +3,7 @@
 For each shape (SmolLM2-135M, -360M, -1.7B, Llama-3.2-1B, -3B, Llama-3-8B), a folder of random bf16 weights is
 written once (sharded safetensors; their values change neither memory nor time), then each approach runs in its
 own process at batch 16 x 64 tokens: inference, zotune MeZO (fp32 in place, bf16 weights deferred, fp32 under bf16
-autocast) and the backpropagation a user would otherwise run (AdamW in fp32, AdamW with gradient checkpointing,
+autocast, fp32 weights offloaded to memory-mapped files with ``--offload disk``) and the backpropagation a user would otherwise run (AdamW in fp32, AdamW with gradient checkpointing,
 LoRA through peft). The child reports its peak RSS (VmHWM) and seconds a step; the parent kills it if its RSS
 passes the cap, and skips an approach whose plan (``zotune plan``) is above the cap, or which failed at a smaller
 size. It prints, per row, the plan beside the measurement, and the largest model each approach trained.
@@ -35,11 +35,16 @@ SHAPES = {  # LlamaConfig fields of each published model
     "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
 }
-APPROACHES = ["inference", "mezo-fp32", "mezo-bf16", "mezo-autocast", "adamw", "adamw-checkpointing", "lora"]
+APPROACHES = ["inference", "mezo-fp32", "mezo-bf16", "mezo-autocast", "mezo-offload", "adamw", "adamw-checkpointing",
+              "lora"]
 PLAN_ROW = {"inference": "inference (fp32)", "mezo-fp32": "zotune MeZO, fp32",
             "mezo-bf16": "zotune MeZO, bf16 weights", "mezo-autocast": "zotune MeZO, fp32 + bf16 autocast",
             "adamw": "AdamW backprop (fp32)", "adamw-checkpointing": "AdamW + gradient checkpointing",
             "lora": "LoRA backprop (fp32 base)"}
+# --offload disk keeps fp32 weights in memory-mapped files: the kernel keeps as many of their pages resident as
+# memory allows and drops them under pressure, so VmRSS (and VmHWM) count reclaimable page cache. Its row reports,
+# and its cap watches, the process's anonymous memory (RssAnon), which is what it needs; the plan has no row for it.
+ANONYMOUS_ONLY = {"mezo-offload"}
 
 
 def write_model(folder: Path, shape: dict) -> None:
@@ -97,7 +102,9 @@ def child(approach: str, folder: str, batch: int, tokens: int, steps: int) -> di
     from zotune.train.precision import forward_precision
 
     dtype = "bfloat16" if approach == "mezo-bf16" else "float32"
-    model, _ = load_model(folder, dtype=dtype)
+    offload = Path(folder).parent / f"{Path(folder).name}-offload" if approach == "mezo-offload" else None
+    model, _ = load_model(folder, dtype=dtype, offload_to=offload)
+    anonymous = [_status_kb("RssAnon")]
     ids = torch.randint(3, 1000, (batch, tokens), generator=torch.Generator().manual_seed(0))
     autocast = "bfloat16" if approach == "mezo-autocast" else None
 
@@ -113,10 +120,11 @@ def child(approach: str, folder: str, batch: int, tokens: int, steps: int) -> di
         model.gradient_checkpointing_enable()
         model.train()
     if approach.startswith("mezo"):
-        opt = ZOOptimizer(model, lr=1e-7)
+        opt = ZOOptimizer(model, lr=1e-7, perturbation="deferred" if offload else "auto")
 
         def step():
             opt.step(loss)
+            anonymous.append(_status_kb("RssAnon"))
     elif approach == "inference":
         def step():
             with torch.no_grad():
@@ -133,22 +141,30 @@ def child(approach: str, folder: str, batch: int, tokens: int, steps: int) -> di
     for _ in range(steps - 1):
         step()
     seconds = (time.perf_counter() - started) / max(steps - 1, 1)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return {"peak_gb": int(line.split()[1]) * 1024 / 1e9, "seconds_per_step": seconds}
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    peak_kb = max(anonymous) if offload else _status_kb("VmHWM")
+    if offload:
+        import shutil
+
+        del model, opt
+        shutil.rmtree(offload, ignore_errors=True)
+    return {"peak_gb": peak_kb * 1024 / 1e9, "seconds_per_step": seconds}
 
 
-def run_capped(command: list[str], cap: float) -> dict | str:
-    """Run the child; kill it once its RSS passes ``cap`` bytes (before the machine swaps)."""
+def _status_kb(field: str, pid: str = "self") -> int:
+    """A memory figure of /proc/PID/status, in kB (0 if the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(field + ":")), 0)
+
+
+def run_capped(command: list[str], cap: float, *, anonymous: bool = False) -> dict | str:
+    """Run the child; kill it once its RSS (``anonymous``: its RssAnon) passes ``cap`` bytes (before the machine
+    swaps)."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
-        try:
-            rss = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
-                       if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            rss = 0
+        rss = _status_kb("RssAnon" if anonymous else "VmRSS", str(proc.pid)) * 1024
         if rss > cap:
             proc.kill()
             proc.wait()
@@ -189,23 +205,25 @@ def main() -> None:
         shape = read_shape(str(folder))
         plan = {row.mode: row.bytes for row in plan_rows(shape, batch=args.batch_size, tokens=args.tokens)}
         for approach in args.approaches:
-            planned = plan[PLAN_ROW[approach]]
+            planned = plan.get(PLAN_ROW.get(approach))
+            shown = "-" if planned is None else f"{planned / 1e9:.1f} GB"
             if approach in stopped:
                 result = "not run: it stopped at a smaller size"
-            elif planned > cap:
+            elif planned is not None and planned > cap:
                 result = f"not run: the plan is over the {args.cap_gb:g} GB cap"
             else:
                 result = run_capped([sys.executable, __file__, "--child", approach, str(folder), "--batch-size",
                                      str(args.batch_size), "--tokens", str(args.tokens), "--steps",
-                                     str(args.steps)], cap)
+                                     str(args.steps)], cap, anonymous=approach in ANONYMOUS_ONLY)
             if isinstance(result, str):
                 stopped.add(approach)
-                print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {planned / 1e9:.1f} GB | {result} | |")
+                print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {shown} | {result} | |")
                 continue
             largest[approach] = name
-            print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {planned / 1e9:.1f} GB | "
-                  f"{result['peak_gb']:.1f} GB ({(planned / 1e9 - result['peak_gb']) / result['peak_gb']:+.0%}) | "
-                  f"{result['seconds_per_step']:.1f} |", flush=True)
+            error = "" if planned is None else f" ({(planned / 1e9 - result['peak_gb']) / result['peak_gb']:+.0%})"
+            kind = " anonymous" if approach in ANONYMOUS_ONLY else ""
+            print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {shown} | "
+                  f"{result['peak_gb']:.1f} GB{kind}{error} | {result['seconds_per_step']:.1f} |", flush=True)
     print("\nlargest model trained: " + ", ".join(f"{a} {largest.get(a, 'none')}" for a in args.approaches))
 
 
