@@ -71,6 +71,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
              for t in ("rotten_tomatoes", "sst2") for s in ("0", "1")]
     assert row[1].startswith(f"{sum(diffs) / 4:+.1f}") and row[2].endswith("of 2") and row[3].endswith("of 4")
     assert "| mezo |" not in versus
+    assert "(reached in " in row[-1] and row[-1].endswith("of 4) |")  # the forward-pass speed-up, over 4 pairs
     by_task = table.split("## Against mezo, task by task")[1].split("## Cost")[0]
     assert "| mezo-rademacher |" in by_task and "W/L" in by_task  # per task: a paired interval over the 2 seeds
     # The two direction kinds really ran differently.

@@ -270,13 +270,15 @@ def _versus_table(results: list[RunResult], config: BenchConfig, reference: str)
 
     Per method, over the (task, seed) pairs where both runs finished: the held-out metric's difference in points
     (the paired mean with its 95% t-interval, wins and losses), on how many tasks its mean is higher, in how many pairs its final training loss is
-    lower, its training seconds as a share of the reference's, and the wall-clock speed-up to the reference's
-    final loss (the reference's seconds to reach it over the method's; median over the pairs that reach it).
+    lower, its training seconds as a share of the reference's, and the speed-up to the reference's final loss in
+    seconds and in forward passes (the reference's seconds or passes to reach it over the method's; median over the
+    pairs that reach it, with how many do).
     """
     finished = {(r.run.method, r.run.task, r.run.seed): (r, r.row()) for r in results if r.finished}
     lines = [f"| method | held-out vs {reference} (points, paired mean [95% CI]) | tasks with a higher mean | runs with a lower final "
-             f"loss | training time vs {reference} | wall-clock speed-up to {reference}'s final loss |",
-             "|---|---|---|---|---|---|"]
+             f"loss | training time vs {reference} | wall-clock speed-up to {reference}'s final loss | "
+             f"forward-pass speed-up to {reference}'s final loss |",
+             "|---|---|---|---|---|---|---|"]
     for method in config.methods:
         if method == reference:
             continue
@@ -295,7 +297,7 @@ def _versus_table(results: list[RunResult], config: BenchConfig, reference: str)
         lower = sum(mine < theirs for theirs, mine in losses)
         time_share = (sum(run[1]["train_seconds"] for _, run in pairs)
                       / max(sum(ref[1]["train_seconds"] for ref, _ in pairs), 1e-12))
-        speedups, missed = [], 0
+        speedups, pass_speedups, missed = [], [], 0
         for ref, run in pairs:
             target = ref[1]["final_train_loss"]
             if target is None:
@@ -305,12 +307,15 @@ def _versus_table(results: list[RunResult], config: BenchConfig, reference: str)
                 missed += 1
                 continue
             speedups.append(own["seconds"] / hit["seconds"])
+            pass_speedups.append(own["forward_passes"] / hit["forward_passes"])
         points = _interval_cell(diffs)
         loaded = "*" if any(r[1]["loaded"] for pair in pairs for r in pair) else ""
         speed = (f"{statistics.median(speedups):.2f}x{loaded}" if speedups else "—") + (
             f" (not reached in {missed} of {len(pairs)})" if missed else "")
+        passes = (f"{statistics.median(pass_speedups):.2f}x" if pass_speedups else "—") + (
+            f" (reached in {len(pass_speedups)} of {len(pass_speedups) + missed})")
         lines.append(f"| {method} | {points} | {higher} of {len(by_task)} | {lower} of {len(losses)} | "
-                     f"{time_share:.2f}{loaded} | {speed} |")
+                     f"{time_share:.2f}{loaded} | {speed} | {passes} |")
     return "\n".join(lines)
 
 
@@ -377,9 +382,10 @@ def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list
             f"## Against {reference}, run for run", "",
             f"Over the tasks and seeds where both finished: the held-out metric's paired difference (points: the mean "
             f"with its 95% t-interval, and runs won/lost; \"not distinguishable\" where the interval holds 0), the tasks where the method's mean is higher, the runs where its final training loss is lower, "
-            f"its training time as a share of {reference}'s, and the wall-clock speed-up to {reference}'s final "
-            f"training loss ({reference}'s seconds to reach it over the method's; median over the runs that reach "
-            f"it). * : some runs were timed on a loaded machine.", "",
+            f"its training time as a share of {reference}'s, and the speed-up to {reference}'s final training loss "
+            f"in seconds and in forward passes ({reference}'s seconds or passes to reach it over the method's; "
+            f"median over the runs that reach it, with how many do). * : some runs were timed on a loaded "
+            f"machine.", "",
             _versus_table(results, config, reference), "",
             f"## Against {reference}, task by task", "",
             f"The held-out metric's paired difference from {reference} on each task (points, over the seeds where "
