@@ -1,11 +1,13 @@
 """``--offload disk``: the weights in memory-mapped files of the run's own, a step's weights those of a run in RAM."""
 
+import signal
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from zotune.assets.offload import is_offloaded, load_offloaded
-from zotune.errors import AssetError, ConfigError
+from zotune.errors import AssetError, ConfigError, Interrupted
 from zotune.train import loop
 from zotune.train.config import TrainConfig
 
@@ -49,3 +51,24 @@ def test_bad_offload_settings_and_sources_are_refused(tmp_path):
         TrainConfig(offload="tape")
     with pytest.raises(AssetError, match="reads a local folder of .safetensors"):
         load_offloaded(tmp_path, tmp_path / "offload", torch.float32)
+
+
+def test_an_offloaded_run_stopped_and_resumed_ends_with_the_uninterrupted_weights(tiny_model_dir, tiny_data_dir,
+                                                                                  tmp_path, monkeypatch):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    loop.train(_run(tiny_model_dir, tiny_data_dir, straight, steps=6, offload="disk"), progress=False)
+    real_step = loop.ZOOptimizer.step
+
+    def step_then_signal(self, closure, **kwargs):  # SIGTERM in step 3: the run saves after it and stops
+        if self.step_count == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return real_step(self, closure, **kwargs)
+
+    monkeypatch.setattr(loop.ZOOptimizer, "step", step_then_signal)
+    with pytest.raises(Interrupted):
+        loop.train(_run(tiny_model_dir, tiny_data_dir, stopped, steps=6, offload="disk"), progress=False)
+    monkeypatch.setattr(loop.ZOOptimizer, "step", real_step)
+    assert not (stopped / "offload").exists()  # the weight files went with the stopped process; the resume remaps
+    loop.train(_run(tiny_model_dir, tiny_data_dir, stopped, steps=6, offload="disk", resume=True), progress=False)
+    a, b = (load_file(out / "final" / "model.safetensors") for out in (straight, stopped))
+    assert all(torch.equal(a[k], b[k]) for k in a)
