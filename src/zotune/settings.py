@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from zotune.errors import ConfigError
+from zotune.errors import ConfigError, ZotuneWarning
 
 __all__ = ["is_int", "is_real", "is_finite", "reject_unknown_keys", "shares_settings", "RENAMED", "renamed_settings"]
 
@@ -52,10 +54,6 @@ def renamed_settings(values: dict[str, Any], *, warn: bool = False) -> dict[str,
             out.setdefault(new, value)
             moved.append(f"{old!r} is now {new!r}")
     if warn and moved:
-        import warnings
-
-        from zotune.errors import ZotuneWarning
-
         warnings.warn(f"Renamed settings: {'; '.join(moved)}", ZotuneWarning, stacklevel=3)
     return out
 
@@ -109,8 +107,6 @@ def shares_settings(source: type, *, only: Iterable[str] | None = None, skip: It
 
 def _for_command_line(kind: Any, default: Any, factory: Any) -> tuple[Any, Any, Any]:
     """``kind`` as a type an argument parser reads, with its default in that type."""
-    import json
-
     parts = [a for a in typing.get_args(kind) if a is not type(None)]
     union = isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
     optional = union and type(None) in typing.get_args(kind)
