@@ -35,7 +35,8 @@ def test_an_offloaded_run_takes_the_steps_of_a_run_in_ram_bitwise(tiny_model_dir
 
 def test_offloaded_weights_are_file_backed_and_equal_the_loaded_model(tiny_model_dir, tiny_model_and_tokenizer,
                                                                       tmp_path):
-    model = load_offloaded(tiny_model_dir, tmp_path / "offload", torch.float32)
+    model, loading = load_offloaded(tiny_model_dir, tmp_path / "offload", torch.float32)
+    assert loading == {"missing_keys": [], "mismatched_keys": [], "unexpected_keys": []}
     in_ram, _ = tiny_model_and_tokenizer
     assert all(is_offloaded(p) for p in model.parameters())
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied

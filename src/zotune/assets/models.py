@@ -136,8 +136,7 @@ def load_model(spec: str, *, dtype: str = "float32", trust_remote_code: bool = F
         if offload_to is not None:
             from zotune.assets.offload import load_offloaded
 
-            model = load_offloaded(source, offload_to, DTYPES[dtype], trust_remote_code=trust_remote_code)
-            loading = {}
+            model, loading = load_offloaded(source, offload_to, DTYPES[dtype], trust_remote_code=trust_remote_code)
         else:
             model, loading = AutoModelForCausalLM.from_pretrained(
                 source, dtype=DTYPES[dtype], output_loading_info=True, trust_remote_code=trust_remote_code,
