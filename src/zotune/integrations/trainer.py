@@ -66,7 +66,7 @@ class ZOTrainingArguments(TrainingArguments):
             raise ConfigError(f"Invalid zo_method_options {text!r}: not a JSON object") from exc
         if not isinstance(options, dict):
             raise ConfigError(f"Invalid zo_method_options {text!r}: not a JSON object")
-        return {**settings, "method_options": options, "betas": tuple(settings["betas"])}
+        return {**settings, "method_options": options}  # ZOConfig reads the betas list as a tuple
 
 
 # TrainingArguments that only a gradient optimizer or a backward pass reads: set to anything but their default,

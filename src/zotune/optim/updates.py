@@ -39,7 +39,7 @@ __all__ = [
     "AdamConfig",
     "register_update_rule",
     "refuse_foreign_settings",
-    "update_settings",
+    "rule_setting_names",
 ]
 
 
@@ -259,8 +259,8 @@ def register_update_rule(name: str, *, config_cls: type[UpdateConfig], rule_cls:
     UPDATES.register(name, PluginSpec(config_cls, rule_cls))
 
 
-def update_settings() -> set[str]:
-    """The settings of every registered rule (``momentum``; ``betas``, ``adam_eps``)."""
+def rule_setting_names() -> set[str]:
+    """The names of every registered rule's settings (``momentum``; ``betas``, ``adam_eps``)."""
     return {option for name in UPDATES.names() for option in UPDATES.options_of(name)}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from zotune.errors import ConfigError, UnknownNameError, ZotuneWarning
 from zotune.integrations.adapters import PeftSettings
 from zotune.optim import ZOConfig, default_lr_eps
-from zotune.optim.updates import refuse_foreign_settings, update_settings
+from zotune.optim.updates import refuse_foreign_settings, rule_setting_names
 from zotune.settings import is_finite, is_int, reject_unknown_keys, renamed_settings, shares_settings
 from zotune.tasks import TASKS, Task
 from zotune.tasks.custom import CUSTOM, custom_task
@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "RunParts", "load_yaml_config", "with_defaults"]
 # ZOConfig's settings a run does not take as such: direction_parallel follows from --parallel directions.
 _NOT_RUN_SETTINGS = ("direction_parallel",)
 # The update rules' own settings: None unless given, so that one given for another rule is refused.
-_UPDATE_SETTINGS = tuple(sorted(update_settings()))
+_UPDATE_SETTINGS = tuple(sorted(rule_setting_names()))
 
 
 # Settings of one training mode or task only.
@@ -248,18 +248,19 @@ class TrainConfig:
         with ``--update sgd``), where ``ZOOptimizer`` hands each rule its own."""
         given = self.update_settings()
         refuse_foreign_settings(self.update, given)
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(ZOConfig)
-                  if f.name not in _NOT_RUN_SETTINGS and f.name not in _UPDATE_SETTINGS}
-        return ZOConfig(**shared, **given)
+        return ZOConfig(**self._values_of(ZOConfig, *_NOT_RUN_SETTINGS, *_UPDATE_SETTINGS), **given)
 
     def _schedule(self) -> LRSchedule:
-        return LRSchedule(self.lr, self.lr_scheduler, warmup_steps=self.warmup_steps, min_lr_ratio=self.min_lr_ratio)
+        return LRSchedule(**self._values_of(LRSchedule))
 
     def _adapter(self) -> PeftSettings | None:
         if self.peft is None:
             return None
-        return PeftSettings(self.peft, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
-                            lora_targets=self.lora_targets, prefix_tokens=self.prefix_tokens)
+        return PeftSettings(self.peft, **self._values_of(PeftSettings, "mode"))
+
+    def _values_of(self, part: type, *skip: str) -> dict[str, Any]:
+        """This config's values of the fields it shares with dataclass ``part``, but ``skip``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(part) if f.name not in skip}
 
     def _task(self) -> Task:
         if self.task == CUSTOM:
