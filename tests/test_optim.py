@@ -47,7 +47,7 @@ def test_fused_restore_and_update_equals_the_unfused_one(weight_decay, n):
             opt.step(lambda: model(data).pow(2).mean())
         results.append([p.detach().clone() for p in model.parameters()])
     for fused, unfused in zip(*results):
-        torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=3e-6)  # fp32 rounding, amplified by 1 / eps
 
 
 def test_sgd_step_matches_a_hand_computed_n_spsa_update():

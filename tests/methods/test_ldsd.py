@@ -33,10 +33,10 @@ def _weights(named):
 
 
 def test_one_candidate_and_no_mu_learning_is_exactly_mezo():
-    runs = []
-    for method, options in (("mezo", {}), ("ldsd", {"candidates": 1, "lr_mu": 0.0})):
+    runs = []  # LDSD draws xi with torch's generator: MeZO's noise torch-gaussian
+    for method, options, noise in (("mezo", {}, "torch-gaussian"), ("ldsd", {"candidates": 1, "lr_mu": 0.0}, "gaussian")):
         named, loss = _problem()
-        opt = ZOOptimizer(named, method, lr=0.02, seed=4, method_options=options)
+        opt = ZOOptimizer(named, method, lr=0.02, seed=4, method_options=options, noise=noise)
         for _ in range(10):
             opt.step(loss)
         runs.append(_weights(named))

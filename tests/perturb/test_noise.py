@@ -1,4 +1,5 @@
-"""Streamed noise: chunked draws equal whole draws, threads change nothing, and Rademacher directions are sound."""
+"""Streamed noise: chunked draws equal whole draws, threads change nothing, and the counter-based Gaussian and
+Rademacher directions are sound."""
 
 import pytest
 import torch
@@ -6,7 +7,14 @@ import torch
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
 from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
-from zotune.perturb.noise import CHUNK, SERIAL_SLICE, GaussianNoise, RademacherNoise, chunks
+from zotune.perturb.noise import (
+    CHUNK,
+    SERIAL_SLICE,
+    GaussianNoise,
+    RademacherNoise,
+    TorchGaussianNoise,
+    chunks,
+)
 
 
 def _buffer():
@@ -22,9 +30,9 @@ def test_chunks_cover_the_range_and_never_end_shorter_than_16():
 
 
 @pytest.mark.parametrize("numel", [7, CHUNK + 5, 2 * CHUNK + 100])
-def test_gaussian_stream_read_in_chunks_equals_one_normal_draw(numel):
+def test_torch_gaussian_stream_read_in_chunks_equals_one_normal_draw(numel):
     target = torch.zeros(numel)
-    GaussianNoise().reader(42).add_to(target, 0.5, _buffer())
+    TorchGaussianNoise().reader(42).add_to(target, 0.5, _buffer())
     whole = torch.empty(numel).normal_(generator=torch.Generator().manual_seed(42))
     assert torch.equal(target, torch.zeros(numel).add_(whole, alpha=0.5))
 
@@ -39,10 +47,10 @@ def test_engine_perturbation_equals_the_straightforward_arithmetic():
     engine.add_combination(engine.blocks[0], [(9, -2e-3), (10, 0.25)], decay=0.5)
     for index, ((name, param), before) in enumerate(zip(params, original)):
         def z(seed):
-            return torch.empty(before.shape).normal_(generator=torch.Generator().manual_seed(mix_seed(seed, index)))
-        expected = before.clone().add_(z(9), alpha=1e-3)
+            return GaussianNoise(fused=False).reader(mix_seed(seed, index)).fill(torch.empty(before.shape))
+        expected = before + z(9) * 1e-3
         if index == 0:
-            expected.mul_(0.5).add_(z(9), alpha=-2e-3).add_(z(10), alpha=0.25)
+            expected = expected * 0.5 + z(9) * -2e-3 + z(10) * 0.25
         assert torch.equal(param, expected), name
 
 
@@ -50,8 +58,8 @@ def test_engine_perturbation_equals_the_straightforward_arithmetic():
 def test_adding_in_serial_slices_equals_one_add(numel):
     start = torch.randn(numel, generator=torch.Generator().manual_seed(1))
     whole, sliced = start.clone(), start.clone()
-    GaussianNoise().reader(42).add_to(whole, 0.3, _buffer())
-    GaussianNoise().reader(42).add_to(sliced, 0.3, _buffer(), serial=True)
+    TorchGaussianNoise().reader(42).add_to(whole, 0.3, _buffer())
+    TorchGaussianNoise().reader(42).add_to(sliced, 0.3, _buffer(), serial=True)
     assert torch.equal(whole, sliced)
 
 
@@ -77,7 +85,7 @@ def _mlp_run(workers, noise="gaussian"):
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("noise", ["gaussian", "rademacher", "torch-gaussian"])
 def test_worker_threads_do_not_change_a_training_run(noise):
     for serial, threaded in zip(_mlp_run(1, noise), _mlp_run(4, noise)):
         assert torch.equal(serial, threaded)
@@ -96,15 +104,17 @@ def test_rademacher_signs_are_balanced_and_uncorrelated():
     assert abs((a * c).mean()) < bound  # another block
 
 
-def test_rademacher_fused_kernel_and_chunked_reads_equal_the_eager_ops():
+@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise])
+def test_fused_kernels_and_chunked_reads_equal_the_eager_ops(source):
     n = CHUNK + 40
     fused, eager = torch.zeros(n), torch.zeros(n)
-    RademacherNoise(fused=True).reader(77).add_to(fused, 0.3, _buffer())
-    RademacherNoise(fused=False).reader(77).add_to(eager, 0.3, _buffer())
+    source(fused=True).reader(77).add_to(fused, 0.3, _buffer())
+    source(fused=False).reader(77).add_to(eager, 0.3, _buffer())
     assert torch.equal(fused, eager)
-    reader = RademacherNoise().reader(77)
+    reader = source().reader(77)
     halves = torch.cat([reader.fill(torch.empty(1000)), reader.fill(torch.empty(n - 1000))])
     assert torch.equal(halves * 0.3, fused)
+    assert torch.equal(halves, source(fused=False).reader(77).fill(torch.empty(n)))
 
 
 def test_rademacher_second_moment_is_the_identity():
@@ -114,6 +124,48 @@ def test_rademacher_second_moment_is_the_identity():
     assert torch.equal(second.diagonal(), torch.ones(dim))  # z_i^2 = 1 exactly
     off = second - torch.diag(second.diagonal())
     assert off.abs().max() < 5 / seeds**0.5
+
+
+def test_gaussian_values_are_standard_normal_and_independent():
+    n = 1 << 21
+    a = GaussianNoise().reader(mix_seed(1, 0)).fill(torch.empty(n)).double()
+    b = GaussianNoise().reader(mix_seed(2, 0)).fill(torch.empty(n)).double()
+    c = GaussianNoise().reader(mix_seed(1, 1)).fill(torch.empty(n)).double()
+    sd = n ** -0.5
+    assert abs(a.mean()) < 5 * sd
+    assert abs(a.var() - 1) < 5 * 2**0.5 * sd  # the variance of a mean of z^2 is 2 / n
+    assert abs((a[1:] * a[:-1]).mean()) < 5 * sd  # neighbours
+    assert abs((a * b).mean()) < 5 * sd  # another step's seed
+    assert abs((a * c).mean()) < 5 * sd  # another block
+    # Kolmogorov-Smirnov against N(0, 1): the largest gap between the empirical and the normal CDF, below its
+    # 0.1% critical value (1.95 / sqrt(n)); a variance 1% off would give about twice that.
+    cdf = torch.special.ndtr(a.sort().values)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
+    assert torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max() < 1.95 * sd
+    for k in (3.0, 4.0):  # the tails, which AS 241 computes apart from the centre: counts within 6 sigma
+        p = 2 * float(torch.special.ndtr(torch.tensor(-k, dtype=torch.float64)))
+        assert abs(int((a.abs() > k).sum()) - n * p) < 6 * (n * p) ** 0.5
+
+
+def test_gaussian_values_reach_the_tails_of_32_bits():
+    from zotune.perturb.normal import standard_normal, upper_quantile
+
+    # The smallest v (all magnitude bits 0) gives the largest |z| the stream can draw, -Φ⁻¹(2^-32) = 6.23025;
+    # the top bit alone flips its sign.
+    extremes = standard_normal(torch.tensor([0, -(1 << 31)], dtype=torch.int32))
+    assert extremes[0] == pytest.approx(6.23025, abs=1e-5) and extremes[1] == -extremes[0]
+    v = torch.tensor([2.0**-32, 1e-6, 0.01, 0.07, 0.075, 0.08, 0.3, 0.5 - 2.0**-24], dtype=torch.float64)
+    exact = -torch.special.ndtri(v)
+    assert torch.allclose(upper_quantile(v.float()).double(), exact, rtol=1e-6, atol=3e-6)
+
+
+def test_gaussian_second_moment_is_the_identity():
+    dim, seeds = 12, 3000
+    zs = torch.stack([GaussianNoise().reader(mix_seed(s, 0)).fill(torch.empty(dim)) for s in range(seeds)])
+    second = (zs.T @ zs / seeds).double()
+    assert (second.diagonal() - 1).abs().max() < 6 * (2 / seeds) ** 0.5
+    off = second - torch.diag(second.diagonal())
+    assert off.abs().max() < 6 / seeds**0.5
 
 
 def test_the_noise_option_is_validated():

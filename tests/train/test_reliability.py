@@ -130,6 +130,52 @@ def test_resume_truncates_the_seed_log_to_the_checkpoint(tiny_model_dir, tiny_da
     assert replay(log, _base_model(tiny_model_dir)).matches_log is True
 
 
+def _as_before_counter_gaussian(out):
+    """Make ``out``'s run (made with noise torch-gaussian) look as zotune left it before seed log version 2, when
+    ``gaussian`` named torch's generator: a version 1 log, a fingerprint and an optimizer state without the name."""
+    from zotune.train.loop import fingerprint_sha256
+
+    loop = json.loads((out / "checkpoint" / "loop_state.json").read_text())
+    loop["fingerprint"]["settings"]["noise"] = "gaussian"
+    (out / "checkpoint" / "loop_state.json").write_text(json.dumps(loop))
+    path = out / "seeds.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        line.pop("check")
+    lines[0].update(version=1, optimizer={**lines[0]["optimizer"], "noise": "gaussian"},
+                    fingerprint=fingerprint_sha256(loop["fingerprint"]))
+    path.write_text("".join(_dump(line) for line in lines))
+    state = torch.load(out / "checkpoint" / "optimizer.pt", weights_only=True)
+    del state["zo"]["noise"]
+    torch.save(state, out / "checkpoint" / "optimizer.pt")
+
+
+def test_runs_from_before_the_counter_gaussian_replay_and_resume_with_torchs_generator(tiny_model_dir, tiny_data_dir,
+                                                                                        tmp_path):
+    whole = tmp_path / "whole"
+    train(_config(tiny_model_dir, tiny_data_dir, whole, noise="torch-gaussian"), progress=False)
+    old = tmp_path / "old"
+    train(_config(tiny_model_dir, tiny_data_dir, old, steps=3, noise="torch-gaussian"), progress=False)
+    _as_before_counter_gaussian(old)
+    log = read_seed_log(old / "seeds.jsonl")
+    assert log.header["optimizer"]["noise"] == "torch-gaussian"
+    assert replay(log, _base_model(tiny_model_dir)).matches_log is True
+    with pytest.warns(UserWarning, match="goes on with the stream it started with, torch-gaussian"):
+        train(_config(tiny_model_dir, tiny_data_dir, old, steps=6, resume=True), progress=False)
+    for name, tensor in _final_weights(whole).items():
+        assert torch.equal(_final_weights(old)[name], tensor), name
+    assert replay(read_seed_log(old / "seeds.jsonl"), _base_model(tiny_model_dir)).matches_log is True
+
+
+def test_gaussian_and_torch_gaussian_are_different_streams(tiny_model_dir, tiny_data_dir, tmp_path):
+    for noise in ("gaussian", "torch-gaussian"):
+        train(_config(tiny_model_dir, tiny_data_dir, tmp_path / noise, steps=2, noise=noise), progress=False)
+    log = read_seed_log(tmp_path / "gaussian" / "seeds.jsonl")
+    assert log.header["version"] == 2 and log.header["optimizer"]["noise"] == "gaussian"
+    new, old = _final_weights(tmp_path / "gaussian"), _final_weights(tmp_path / "torch-gaussian")
+    assert not all(torch.equal(new[name], old[name]) for name in new)
+
+
 # --- crash safety with real signals --------------------------------------------------------------------------
 
 def _child(model_dir, data_dir, out, *extra):

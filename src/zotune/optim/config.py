@@ -79,8 +79,9 @@ class ZOConfig:
     direction_parallel: bool = _setting(
         False, "spread the n_directions over the ranks of the initialised torch.distributed group (needs deferred "
                "perturbation, the default then)")
-    noise: str = _setting("gaussian", "distribution of z: gaussian (MeZO's) or rademacher (±1 signs from a "
-                                           "counter-based hash, cheaper on CPUs; docs/performance.md)")
+    noise: str = _setting("gaussian", "distribution of z: gaussian (MeZO's), rademacher (±1 signs, cheaper on "
+                                      "CPUs; docs/performance.md), both from a counter-based hash, or torch-gaussian "
+                                      "(torch's generator: gaussian before seed log version 2)")
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": (
         "options of the method and of its sampler: each goes to the config that declares it, or to the one its "
         "prefix names (sampler.sample_fraction)")})

@@ -387,6 +387,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             "method": self.method.config.name,
             "sampler": self.sampler.config.name,
             "update": self.update_name,
+            "noise": self.engine.source.name if self.engine.source is not None else None,
             "method_state": self.method.state_dict(),
             "sampler_state": self.sampler.state_dict(),
         }
@@ -402,6 +403,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         for key, mine in mine_by_key:
             if normalise(zo[key]) != normalise(mine):  # zo_finetuner (older states) is zo-finetuner
                 raise StateError(f"State dict is for {key}={zo[key]!r}, this optimizer has {key}={mine!r}")
+        self._continue_noise(zo.get("noise", _BEFORE_NOISE_RECORDED))
         super().load_state_dict(state_dict)
         self._generator.set_state(zo["generator"])
         self.step_count = int(zo["step_count"])
@@ -411,6 +413,25 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.sampler.load_state_dict(zo["sampler_state"])
 
 
+
+    def _continue_noise(self, saved: str | None) -> None:
+        """Go on with the stream the state was made with: a state from before states recorded their noise drew
+        ``gaussian`` from torch's generator, now ``torch-gaussian``; any other difference is refused."""
+        mine = self.engine.source.name if self.engine.source is not None else None
+        if saved == mine:
+            return
+        if saved == _BEFORE_NOISE_RECORDED and mine == "gaussian" and self.method.noise_source() is None:
+            warnings.warn("This optimizer state was saved before zotune drew `gaussian` directions from its "
+                          "counter-based stream: the run goes on with the stream it started with, torch-gaussian",
+                          ZotuneWarning, stacklevel=3)
+            self.engine.source = NOISES.get("torch-gaussian")
+            self.config.noise = self.hparams["noise"] = "torch-gaussian"
+        elif saved != _BEFORE_NOISE_RECORDED:
+            raise StateError(f"State dict is for noise={saved!r}, this optimizer has noise={mine!r}")
+
+
+# What a state from before states recorded their noise stands for (see ``ZOOptimizer._continue_noise``).
+_BEFORE_NOISE_RECORDED = "unrecorded"
 
 
 def _release(engine: PerturbationEngine, hooks: list) -> None:

@@ -3,7 +3,7 @@
 from zotune.perturb.engine import Block, DirectionFn, PerturbationEngine, StepPlan, gaussian_direction
 from zotune.perturb.functional import add_noise, mix_seed
 from zotune.perturb.hooks import attach_perturbation_hooks
-from zotune.perturb.noise import NOISES, GaussianNoise, NoiseSource, RademacherNoise
+from zotune.perturb.noise import NOISES, GaussianNoise, NoiseSource, RademacherNoise, TorchGaussianNoise
 
 __all__ = [
     "Block",
@@ -15,6 +15,7 @@ __all__ = [
     "NOISES",
     "NoiseSource",
     "RademacherNoise",
+    "TorchGaussianNoise",
     "add_noise",
     "attach_perturbation_hooks",
     "mix_seed",

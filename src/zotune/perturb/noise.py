@@ -5,13 +5,16 @@ Reading a block in chunks gives exactly the values of reading it in one go, so t
 weight tensor through a small scratch buffer (memory stays at inference level) and several blocks can be
 perturbed at once on worker threads (each reader owns its generator).
 
-- :class:`GaussianNoise` (``"gaussian"``, the default and MeZO's): z ~ N(0, I) from torch's CPU generator.
-  ``normal_`` consumes its generator in groups of 16, so chunks of a multiple of 16 elements (the last one at
-  least 16 long) reproduce the whole-tensor draw bit for bit; the engine's chunking keeps to that.
-- :class:`RademacherNoise` (``"rademacher"``): z_i = ±1 from a counter-based hash of (seed, i). E[z z^T] = I, so
-  SPSA with it is as unbiased as with Gaussians, and it costs a few integer operations per weight instead of a
-  Box-Muller transform. The kernel is fused by ``torch.compile`` when a C++ compiler is there, and runs as plain
-  torch integer ops otherwise; both give the same signs bit for bit.
+- :class:`GaussianNoise` (``"gaussian"``, the default and MeZO's distribution): z ~ N(0, I), each value the inverse
+  normal CDF of a counter-based hash of (seed, i) (``normal.py``). The kernel is fused by ``torch.compile`` when a
+  C++ compiler is there and runs on every core; plain torch ops give the same values bit for bit otherwise.
+- :class:`RademacherNoise` (``"rademacher"``): z_i = ±1, the top bit of the same hash. E[z z^T] = I, so SPSA with it
+  is as unbiased as with Gaussians, and it costs a few integer operations per weight.
+- :class:`TorchGaussianNoise` (``"torch-gaussian"``): z ~ N(0, I) from torch's CPU generator (``normal_``), which
+  draws one stream on one thread (about 250 M values a second a core). It was ``gaussian`` until seed logs
+  reached version 2; runs made before then replay and resume with it (``legacy_noise``). ``normal_`` consumes
+  its generator in groups of 16, so chunks of a multiple of 16 elements (the last one at least 16 long)
+  reproduce the whole-tensor draw bit for bit; the engine's chunking keeps to that.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from collections.abc import Callable
 import torch
 
 from zotune.errors import ZotuneWarning
+from zotune.perturb.normal import standard_normal
 from zotune.registry import Registry
 
-__all__ = ["CHUNK", "SERIAL_SLICE", "chunks", "serially", "NoiseSource", "NoiseReader", "GaussianNoise", "RademacherNoise", "NOISES", "rademacher_signs",
-           "add_rademacher_signs"]
+__all__ = ["CHUNK", "SERIAL_SLICE", "chunks", "serially", "NoiseSource", "NoiseReader", "GaussianNoise",
+           "RademacherNoise", "TorchGaussianNoise", "NOISES", "rademacher_signs", "add_rademacher_signs",
+           "gaussian_values", "add_gaussian_values"]
 
 # normal_ consumes its generator in groups of 16 values: chunk boundaries on multiples of 16 keep streams exact.
 CHUNK = 1 << 20
@@ -106,16 +111,16 @@ class NoiseSource:
         return f"{type(self).__name__}()"
 
 
-class GaussianNoise(NoiseSource):
-    """z ~ N(0, I) from ``torch.Generator(seed)``: MeZO's direction."""
+class TorchGaussianNoise(NoiseSource):
+    """z ~ N(0, I) from ``torch.Generator(seed)``: the stream of ``gaussian`` before seed log version 2."""
 
-    name = "gaussian"
+    name = "torch-gaussian"
 
     def reader(self, seed: int) -> NoiseReader:
-        return _GaussianReader(seed)
+        return _TorchGaussianReader(seed)
 
 
-class _GaussianReader(NoiseReader):
+class _TorchGaussianReader(NoiseReader):
     def __init__(self, seed: int) -> None:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -145,11 +150,19 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ ((x >> 15) & 0x1FFFF)
 
 
-def _signs(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+def _bits(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """32 random bits (int32) for each of the counters ``start, ..., start + numel - 1`` of the stream ``keys``."""
     counter = torch.arange(numel, dtype=torch.int32, device=keys.device) + start
-    bits = _hash32(_hash32(counter ^ keys[0]) ^ keys[1])
+    return _hash32(_hash32(counter ^ keys[0]) ^ keys[1])
+
+
+def _signs(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     # The top bit decides: an arithmetic shift gives -1 or 0, and | 1 makes it -1 or +1.
-    return ((bits >> 31) | 1).to(torch.float32)
+    return ((_bits(numel, keys, start) >> 31) | 1).to(torch.float32)
+
+
+def _normals(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    return standard_normal(_bits(numel, keys, start))
 
 
 def rademacher_signs(out: torch.Tensor, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -169,75 +182,107 @@ def add_rademacher_signs(target: torch.Tensor, keys: torch.Tensor, start: torch.
     return target.add_(_signs(target.numel(), keys, start) * coef)
 
 
+def gaussian_values(out: torch.Tensor, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Fill flat float32 ``out`` with N(0, 1) values of the stream ``keys`` (arguments as ``rademacher_signs``)."""
+    return out.copy_(_normals(out.numel(), keys, start))
+
+
+def add_gaussian_values(target: torch.Tensor, keys: torch.Tensor, start: torch.Tensor,
+                        coef: torch.Tensor) -> torch.Tensor:
+    """``target += coef * z`` for flat float32 ``target``: the same z as ``gaussian_values``."""
+    return target.add_(_normals(target.numel(), keys, start) * coef)
+
+
 _kernels: dict[str, Callable] = {}
 
 
 def _kernel(fn: Callable) -> Callable:
-    """``fn`` fused by torch.compile (one pass over memory, no integer temporaries), else ``fn`` itself.
+    """``fn`` fused by torch.compile (one pass over memory, no temporaries), else ``fn`` itself.
 
-    The first call compiles, then checks the fused kernel against the eager ops. It compiles on a chunk-sized
-    input: inductor sizes its threading for the shapes it first sees, and a small one gives a serial kernel.
+    The first call compiles, then checks the fused kernel against the eager ops over a million values (a compiler
+    that fused a multiply and an add into one rounding would show there). It compiles on a chunk-sized input:
+    inductor sizes its threading for the shapes it first sees, and a small one gives a serial kernel.
     """
     if fn.__name__ not in _kernels:
         try:
             compiled = torch.compile(fn, dynamic=True)
             keys = torch.tensor([1, 2], dtype=torch.int32)
             start = torch.tensor(5, dtype=torch.int32)
-            extra = (torch.tensor(0.5),) if fn is add_rademacher_signs else ()
+            extra = (torch.tensor(0.5),) if fn.__name__.startswith("add_") else ()
             fused = compiled(torch.zeros(1 << 20), keys, start, *extra)
             if not torch.equal(fused, fn(torch.zeros(1 << 20), keys, start, *extra)):
                 raise RuntimeError("the compiled kernel disagrees with the eager ops")
             _kernels[fn.__name__] = compiled
-        except Exception as exc:  # no C++ compiler, an unsupported platform: eager ops give the same signs
-            warnings.warn(f"Rademacher noise runs unfused ({type(exc).__name__}: {exc}); it is slower, not different",
-                          ZotuneWarning, stacklevel=4)
+        except Exception as exc:  # no C++ compiler, an unsupported platform: eager ops give the same values
+            warnings.warn(f"Counter-based noise runs unfused ({type(exc).__name__}: {exc}); it is slower, not "
+                          "different", ZotuneWarning, stacklevel=4)
             _kernels[fn.__name__] = fn
     return _kernels[fn.__name__]
 
 
-class RademacherNoise(NoiseSource):
-    """z_i = ±1 with probability 1/2 each, from a counter-based hash of (seed, i).
+class _CounterNoise(NoiseSource):
+    """A distribution whose i-th value is a function of a hash of (seed, i): any chunk is drawn on its own, by
+    one kernel that uses every core (hence not ``serial``).
 
     Args:
         fused: use the torch.compile'd kernels (default); False runs the same arithmetic as eager ops.
     """
 
-    name = "rademacher"
     serial = False
+    fill_kernel: Callable
+    add_kernel: Callable
 
     def __init__(self, fused: bool = True) -> None:
         self.fused = fused
 
     def reader(self, seed: int) -> NoiseReader:
-        return _RademacherReader(seed, self.fused)
+        return _CounterReader(seed, self)
 
 
-class _RademacherReader(NoiseReader):
-    def __init__(self, seed: int, fused: bool) -> None:
+class _CounterReader(NoiseReader):
+    def __init__(self, seed: int, source: _CounterNoise) -> None:
         self.keys = torch.tensor([_to_int32(seed), _to_int32(seed >> 32)], dtype=torch.int32)
-        self.fused = fused
+        self.source = source
         self.position = 0
 
     def _advance(self, numel: int) -> torch.Tensor:
         if self.position + numel >= 1 << 31:
-            raise ValueError("Rademacher noise supports blocks of fewer than 2^31 elements")
+            raise ValueError(f"{self.source.name} noise supports blocks of fewer than 2^31 elements")
         start = torch.tensor(self.position, dtype=torch.int32)
         self.position += numel
         return start
 
+    def _run(self, fn: Callable) -> Callable:
+        return _kernel(fn) if self.source.fused else fn
+
     def fill(self, out: torch.Tensor) -> torch.Tensor:
-        kernel = _kernel(rademacher_signs) if self.fused else rademacher_signs
-        kernel(out.view(-1), self.keys, self._advance(out.numel()))
+        self._run(type(self.source).fill_kernel)(out.view(-1), self.keys, self._advance(out.numel()))
         return out
 
     def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
         if target.device.type != "cpu":
             return super().add_to(target, coef, buffer, serial=serial)
-        kernel = _kernel(add_rademacher_signs) if self.fused else add_rademacher_signs
-        kernel(target.view(-1), self.keys, self._advance(target.numel()), torch.tensor(coef))
+        self._run(type(self.source).add_kernel)(target.view(-1), self.keys, self._advance(target.numel()),
+                                                 torch.tensor(coef))
+
+
+class GaussianNoise(_CounterNoise):
+    """z ~ N(0, I): the inverse normal CDF of a counter-based hash of (seed, i) (``normal.py``)."""
+
+    name = "gaussian"
+    fill_kernel = staticmethod(gaussian_values)
+    add_kernel = staticmethod(add_gaussian_values)
+
+
+class RademacherNoise(_CounterNoise):
+    """z_i = ±1 with probability 1/2 each, the top bit of a counter-based hash of (seed, i)."""
+
+    name = "rademacher"
+    fill_kernel = staticmethod(rademacher_signs)
+    add_kernel = staticmethod(add_rademacher_signs)
 
 
 # The distributions of z that ``--noise`` names.
 NOISES: Registry[NoiseSource] = Registry("direction distribution")
-for _source in (GaussianNoise(), RademacherNoise()):
+for _source in (GaussianNoise(), RademacherNoise(), TorchGaussianNoise()):
     NOISES.register(_source.name, _source)

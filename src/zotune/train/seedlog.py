@@ -26,15 +26,18 @@ from typing import Any
 
 import torch
 
-from zotune.errors import StateError, ZotuneWarning
+from zotune.errors import StateError, UnknownNameError, ZotuneWarning
 from zotune.files.durable import atomic_write_text
+from zotune.methods import METHODS, Method
 from zotune.optim import StepRecord, ZOConfig, ZOOptimizer
 from zotune.settings import is_finite, is_int, is_real, renamed_settings
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 
 FORMAT = "zotune-seed-log"
-VERSION = 1
+# Version 2: `gaussian` is the counter-based stream (perturb/normal.py); in version 1 it was torch's generator,
+# now `torch-gaussian`, and a version 1 log is read with that name (``_legacy_noise``).
+VERSION = 2
 
 
 def weights_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
@@ -171,6 +174,18 @@ _HEADER_OPTIONAL = {"peft": dict, "peft_seed": int, "fingerprint": str, "blocks"
 _MAX_BLOCKS = 1 << 16
 
 
+def _legacy_noise(settings: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 header's optimizer settings with the stream its `gaussian` meant: torch's generator, for the
+    methods that draw the optimizer's noise (one with a stream of its own kept it)."""
+    try:
+        own = METHODS.get(settings.get("method", "mezo")).impl_cls.noise_source is not Method.noise_source
+    except (UnknownNameError, TypeError):
+        return settings  # an unknown method: reading the log reports it
+    if own or settings.get("noise", "gaussian") != "gaussian":
+        return settings
+    return {**settings, "noise": "torch-gaussian"}
+
+
 def _check_header(header: dict[str, Any]) -> str | None:
     """What is wrong with a header (None: nothing)."""
     missing = sorted(set(_HEADER) - set(header))
@@ -246,11 +261,13 @@ def read_seed_log(path: str | Path) -> SeedLog:
     if not parsed or parsed[0].get("format") != FORMAT:
         raise StateError(f"{path} is not a zotune seed log (no header line)")
     header = parsed[0]
-    if header.get("version") != VERSION:
+    if header.get("version") not in (1, VERSION):
         raise StateError(f"{path}: seed log version {header.get('version')} is not supported (this zotune "
-                         f"reads version {VERSION})")
+                         f"reads versions 1 to {VERSION})")
     if isinstance(header.get("optimizer"), dict):  # a log written before a setting's rename
         header["optimizer"] = renamed_settings(header["optimizer"])
+        if header["version"] == 1:
+            header["optimizer"] = _legacy_noise(header["optimizer"])
     problem = _check_header(header)
     if problem:
         raise StateError(f"{path}:1: corrupt seed log header ({problem})")

@@ -36,7 +36,8 @@ class LDSD(Method):
     K + 1 forward passes per step. Every :math:`\xi_i` is regenerated from its own seed (the public code pairs
     rewards with fresh samples, a bug), and the update of :math:`\mu` comes after the step's own update, so the
     step uses :math:`\mu` from before it. Candidate 1 uses the direction seed itself, so with K = 1 and
-    :math:`\eta_\mu = 0` a step is exactly MeZO's. :math:`\mu` is fp32, shaped like the trainable parameters
+    :math:`\eta_\mu = 0` a step is exactly MeZO's with ``noise="torch-gaussian"`` (xi comes from torch's
+    generator, as before the counter-based Gaussian). :math:`\mu` is fp32, shaped like the trainable parameters
     (one θ-sized buffer); only blocks in the step's plan are updated (with a sampler, the others' losses do not
     depend on their noise).
 
@@ -56,9 +57,10 @@ class LDSD(Method):
         super().setup(engine)
         self.mu = {b.index: torch.zeros(b.param.shape, dtype=torch.float32, device=b.param.device)
                    for b in engine.blocks}
-        # mu's own engine, in the same block order, so mu_b += c xi(seed) regenerates the xi the step drew, in
-        # chunks on worker threads.
-        self._mu_engine = PerturbationEngine([(b.name, self.mu[b.index]) for b in engine.blocks], "gaussian")
+        # mu's own engine, in the same block order, so mu_b += c xi(seed) regenerates the xi the step drew (torch's
+        # generator, as the policy's, policy.py), in chunks on worker threads.
+        self._mu_engine = PerturbationEngine([(b.name, self.mu[b.index]) for b in engine.blocks],
+                                             "torch-gaussian")
 
     def noise_source(self) -> NoiseSource:
         return PolicyNoise(self.config.sigma, lambda index: self.mu[index])

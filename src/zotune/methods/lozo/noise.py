@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from zotune.perturb import NoiseSource, mix_seed
-from zotune.perturb.noise import GaussianNoise, NoiseReader
+from zotune.perturb.noise import NoiseReader, TorchGaussianNoise
 
 __all__ = ["LowRankNoise", "as_matrix"]
 
@@ -43,7 +43,7 @@ class LowRankNoise(NoiseSource):
     def __init__(self, rank: int, period_seed: Callable[[], int]) -> None:
         self.rank = rank
         self.period_seed = period_seed
-        self._gaussian = GaussianNoise()
+        self._gaussian = TorchGaussianNoise()
 
     def reader(self, seed: int) -> NoiseReader:
         return self._gaussian.reader(seed)
