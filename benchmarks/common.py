@@ -21,7 +21,7 @@ from zotune.tasks import (
     encode,
     evaluate,
     load_splits,
-    sample_mezo,
+    sample_splits,
 )
 from zotune.train.loop import batch_indices, fresh_batch_indices
 
@@ -66,7 +66,7 @@ def tracked_run(method: str, steps: int, args: argparse.Namespace, *, options: d
     """
     model, tokenizer = load_model(args.model)
     task = TASKS.get(args.task)
-    data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=0,
+    data = sample_splits(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=0,
                        num_eval=args.num_eval, seed=0)
     train_ex, eval_ex = (encode(task, rows, tokenizer) for rows in (data.train, data.eval))
     pad = tokenizer.pad_token_id

@@ -16,7 +16,7 @@ from zotune.methods import METHODS
 from zotune.optim import ZOConfig, ZOOptimizer, default_lr_eps
 from zotune.settings import shares_settings
 from zotune.train.config import TrainConfig
-from zotune.train.meta import MetaTrainConfig
+from zotune.train.meta_train import MetaTrainConfig
 
 SRC = Path(zotune.__file__).parent
 ZO_FIELDS = {f.name: f for f in dataclasses.fields(ZOConfig)}
@@ -65,8 +65,14 @@ def test_the_default_lr_and_eps_are_picked_in_one_place():
         assert (TrainConfig(method=method).lr, TrainConfig(method=method).eps) == (lr, eps) == \
             (ZOConfig(method=method).lr, ZOConfig.eps)
     weights = torch.nn.Parameter(torch.zeros(3))
-    assert ZOOptimizer([("w", weights)]).hparams["lr"] == default_lr_eps("mezo")[0]
+    assert ZOOptimizer([("w", weights)]).settings["lr"] == default_lr_eps("mezo")[0]
     assert (TrainConfig(peft="lora").lr, TrainConfig(peft="lora").eps) == default_lr_eps("mezo", "lora")
+
+
+def test_the_former_name_hparams_reads_the_optimizers_settings_with_a_deprecation_warning():
+    optimizer = ZOOptimizer([("w", torch.nn.Parameter(torch.zeros(3)))], lr=0.5)
+    with pytest.warns(FutureWarning, match="now ZOOptimizer.settings"):
+        assert optimizer.hparams is optimizer.settings and optimizer.settings["lr"] == 0.5
 
 
 def test_no_setting_is_declared_twice_in_src():

@@ -126,7 +126,7 @@ def test_zo_training_arguments_parse_with_hf_argument_parser_and_reach_the_optim
     trainer = ZOTrainer(model=model, args=args, train_dataset=_dataset(tokenizer))
     trainer.train()
     opt = trainer.zo_optimizer
-    assert opt.hparams["method"] == "ldsd" and opt.hparams["eps"] == 0.01 and opt.hparams["update"] == "adam"
+    assert opt.settings["method"] == "ldsd" and opt.settings["eps"] == 0.01 and opt.settings["update"] == "adam"
     assert opt.method.config.candidates == 2 and opt.forward_passes == 2 * 3
     saved = json.loads(args.to_json_string())
     assert saved["zo_method"] == "ldsd" and saved["zo_method_options"] == '{"candidates": 2}'

@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     meta = sub.add_parser("meta-train", help="meta-train a ZO Fine-tuner controller for a model on one task",
                           argument_default=argparse.SUPPRESS)
-    from zotune.methods.zo_finetuner.meta import MetaRecipe
-    from zotune.train.meta import MetaTrainConfig
+    from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe
+    from zotune.train.meta_train import MetaTrainConfig
 
     for owner in (MetaTrainConfig, MetaRecipe):
         for field in dataclasses.fields(owner):
@@ -307,7 +307,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
     from zotune.assets import fit_to_context, load_model
-    from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_mezo
+    from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_splits
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
     from zotune.train.precision import check_autocast, forward_precision, resolve_autocast
 
@@ -339,7 +339,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         except Exception as exc:  # safetensors raises its own error kinds for a damaged file
             raise StateError(f"Corrupt checkpoint weights {weights}: {exc}") from exc
         load_trainable_state(model, tensors)
-    data = sample_mezo(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
+    data = sample_splits(load_splits(task, args.data_dir), num_train=args.num_train, num_dev=args.num_dev,
                        num_eval=args.num_eval, seed=args.data_seed)
     rows = data.eval if args.split == "eval" else data.dev
     with forward_precision(model, autocast):
@@ -440,8 +440,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_meta_train(args: argparse.Namespace) -> int:
-    from zotune.methods.zo_finetuner.meta import MetaRecipe
-    from zotune.train.meta import MetaTrainConfig, meta_train
+    from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe
+    from zotune.train.meta_train import MetaTrainConfig, meta_train
 
     values = dict(vars(args))
     progress = values.pop("progress", True)

@@ -10,7 +10,7 @@ from zotune import ZOOptimizer
 from zotune.cli import main
 from zotune.errors import ConfigError, StateError
 from zotune.methods.zo_finetuner.controller import ControllerBank, block_counts, normalised_scales
-from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
+from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe, MetaTrainer
 from zotune.perturb import PerturbationEngine
 
 

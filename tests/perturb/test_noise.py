@@ -174,4 +174,4 @@ def test_the_noise_option_is_validated():
         ZOOptimizer(model, noise="uniform")
     with pytest.raises(ConfigError, match="draws its own directions"):
         ZOOptimizer(model, method="ldsd", noise="rademacher")
-    assert ZOOptimizer(model, noise="rademacher").hparams["noise"] == "rademacher"
+    assert ZOOptimizer(model, noise="rademacher").settings["noise"] == "rademacher"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zotune.errors import DataError
-from zotune.tasks import TASKS, candidate_scores, encode, load_splits, read_rows, sample_mezo
+from zotune.tasks import TASKS, candidate_scores, encode, load_splits, read_rows, sample_splits
 from zotune.tasks.scoring import Encoded
 
 
@@ -70,18 +70,27 @@ def test_load_splits_checks_fields_and_names_the_file(tmp_path):
 
 def test_mezo_sampling_is_disjoint_and_seeded():
     splits = {"train": [{"i": i} for i in range(100)], "validation": [{"j": j} for j in range(50)]}
-    a = sample_mezo(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
-    b = sample_mezo(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
-    c = sample_mezo(splits, num_train=30, num_dev=20, num_eval=10, seed=4)
+    a = sample_splits(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
+    b = sample_splits(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
+    c = sample_splits(splits, num_train=30, num_dev=20, num_eval=10, seed=4)
     assert a == b and a != c
     assert len(a.train) == 30 and len(a.dev) == 20 and len(a.eval) == 10
     assert not {r["i"] for r in a.train} & {r["i"] for r in a.dev}
 
 
+def test_the_former_name_sample_mezo_still_samples_with_a_deprecation_warning():
+    from zotune.tasks import sample_mezo
+
+    splits = {"train": [{"i": i} for i in range(100)], "validation": [{"j": j} for j in range(50)]}
+    with pytest.warns(FutureWarning, match="now sample_splits"):
+        old = sample_mezo(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
+    assert old == sample_splits(splits, num_train=30, num_dev=20, num_eval=10, seed=3)
+
+
 def test_mezo_sampling_cuts_oversized_requests_with_a_warning():
     splits = {"train": [{"i": i} for i in range(10)], "validation": [{"j": 0}]}
     with pytest.warns(UserWarning, match="the train split has 10; using all of it: 8 train \\+ 2 dev"):
-        data = sample_mezo(splits, num_train=100, num_dev=50, num_eval=1, seed=0)
+        data = sample_splits(splits, num_train=100, num_dev=50, num_eval=1, seed=0)
     assert len(data.train) == 8 and len(data.dev) == 2
 
 

@@ -184,7 +184,7 @@ class ZOTrainer(Trainer):
         card = Path(self.args.output_dir) / "README.md"
         if not self.is_world_process_zero() or not card.is_file():
             return
-        settings = self.zo_optimizer.hparams if self.zo_optimizer is not None else self.zo_settings
+        settings = self.zo_optimizer.settings if self.zo_optimizer is not None else self.zo_settings
         trained_by = (f"zotune {self.zo_method} (zeroth-order: forward passes only, no gradients), "
                       f"eps {settings.get('eps', ZOConfig.eps)}, update {settings.get('update', ZOConfig.update)}")
         lines = [f"- optimizer: {trained_by}" if line.startswith("- optimizer:") else line

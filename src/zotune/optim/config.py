@@ -3,7 +3,7 @@
 ``ZOOptimizer`` takes one (or the same settings as keywords); ``TrainConfig`` and ``ZOTrainingArguments`` take
 their optimizer fields from it (``zotune.settings.shares_settings``), so the command line, the YAML keys and the
 Trainer's ``zo_*`` arguments are its fields and validate as Python does; the seed log stores the optimizer's
-resolved settings (``ZOOptimizer.hparams``) to rebuild it for a replay.
+resolved settings (``ZOOptimizer.settings``) to rebuild it for a replay.
 """
 
 from __future__ import annotations

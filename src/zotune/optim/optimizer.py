@@ -164,12 +164,18 @@ class ZOOptimizer(torch.optim.Optimizer):
         self._forward_seconds = 0.0
         # The constructor's arguments with every default resolved: the seed log stores them to rebuild this
         # optimizer for a replay.
-        self.hparams: dict[str, Any] = {
+        self.settings: dict[str, Any] = {
             **{f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "direction_parallel"},
             "method": self.method.config.name, "sampler": self.sampler.config.name, "betas": list(config.betas),
             "perturbation": perturbation,
             "method_options": {**_options_of(self.method.config), **_options_of(self.sampler.config)},
         }
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Deprecated name of ``settings``."""
+        warnings.warn("ZOOptimizer.hparams is now ZOOptimizer.settings", FutureWarning, stacklevel=2)
+        return self.settings
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -425,7 +431,7 @@ class ZOOptimizer(torch.optim.Optimizer):
                           "counter-based stream: the run goes on with the stream it started with, torch-gaussian",
                           ZotuneWarning, stacklevel=3)
             self.engine.source = NOISES.get("torch-gaussian")
-            self.config.noise = self.hparams["noise"] = "torch-gaussian"
+            self.config.noise = self.settings["noise"] = "torch-gaussian"
         elif saved != _BEFORE_NOISE_RECORDED:
             raise StateError(f"State dict is for noise={saved!r}, this optimizer has noise={mine!r}")
 

@@ -2,7 +2,7 @@
 
 from zotune.tasks import choice, qa, sentiment, superglue
 from zotune.tasks.base import TASKS, Task, register_task
-from zotune.tasks.data import TaskData, load_splits, read_rows, sample_mezo
+from zotune.tasks.data import TaskData, load_splits, read_rows, sample_mezo, sample_splits
 from zotune.tasks.scoring import (
     Encoded,
     accuracy,
@@ -23,6 +23,7 @@ __all__ = [
     "load_splits",
     "read_rows",
     "sample_mezo",
+    "sample_splits",
     "encode",
     "candidate_scores",
     "classification_loss",

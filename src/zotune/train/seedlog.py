@@ -123,7 +123,7 @@ class SeedLogWriter:
         self.model = model
         if resume_at is None:
             header = {"format": FORMAT, "version": VERSION, "model": model_name, "dtype": dtype,
-                      "optimizer": optimizer.hparams, "base_sha256": model_sha256(model),
+                      "optimizer": optimizer.settings, "base_sha256": model_sha256(model),
                       "blocks": len(optimizer.engine), **(extra or {})}
             atomic_write_text(self.path, _dump(header))
         else:

@@ -25,9 +25,9 @@ from zotune.errors import ConfigError, Interrupted, StateError
 from zotune.files.durable import atomic_write, atomic_write_text, check_writable, replace_folder
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.methods.zo_finetuner.controller import ControllerBank
-from zotune.methods.zo_finetuner.meta import MetaRecipe, MetaTrainer
+from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe, MetaTrainer
 from zotune.settings import shares_settings
-from zotune.tasks import TASKS, encode, load_splits, sample_mezo, task_loss
+from zotune.tasks import TASKS, encode, load_splits, sample_splits, task_loss
 from zotune.train.checkpoint import load_trainable_state, trainable_state
 from zotune.train.config import TrainConfig
 from zotune.train.logging import JsonlLogger, read_jsonl
@@ -125,7 +125,7 @@ def _meta_train(config: MetaTrainConfig, *, progress: bool) -> MetaTrainResult:
         torch.set_num_threads(config.threads)
     task = TASKS.get(config.task)
     model, tokenizer = load_model(config.model, dtype="float32")
-    data = sample_mezo(load_splits(task, config.data_dir), num_train=config.num_train, num_dev=0, num_eval=0,
+    data = sample_splits(load_splits(task, config.data_dir), num_train=config.num_train, num_dev=0, num_eval=0,
                        seed=config.data_seed)
     examples = encode(task, data.train, tokenizer, max_length=fit_to_context(model, config.max_length))
     steps_per_epoch = max(1, len(examples) // recipe.batch_size)
