@@ -101,6 +101,17 @@ def test_meta_training_takes_the_runs_settings():
         assert meta[name].default == {f.name: f for f in dataclasses.fields(TrainConfig)}[name].default
 
 
+@pytest.mark.parametrize("name,value", [("threads", 100_000), ("data_seed", -1), ("num_train", 0),
+                                        ("max_length", "x"), ("resume", "yes"), ("model", "")])
+def test_meta_training_checks_the_settings_it_shares_by_the_runs_rules(name, value):
+    with pytest.raises(ConfigError) as run:
+        TrainConfig(**{name: value})
+    with pytest.raises(ConfigError) as meta:
+        MetaTrainConfig(**{name: value})
+    message = next(part for part in str(run.value).split("; ") if part.startswith(f"Invalid {name}:"))
+    assert str(meta.value) == message
+
+
 def test_a_setting_declared_twice_is_refused():
     with pytest.raises(TypeError, match="ZOConfig's setting"):
         @dataclasses.dataclass

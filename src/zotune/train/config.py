@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,39 +135,7 @@ class TrainConfig:
                 lr, eps = default_lr_eps(ZOConfig.method, mode)
             self.lr = lr if self.lr is None else self.lr
             self.eps = eps if self.eps is None else self.eps
-        problems = []
-        positive = ("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
-                    "max_nonfinite", "num_train")
-        for name in positive:
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                problems.append(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-        for name in ("num_dev", "num_eval"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 0:
-                problems.append(f"Invalid {name}: {value!r} (must be an integer >= 0)")
-        for name in ("seed", "data_seed"):  # torch generators take 64-bit seeds; zotune mixes them as 63-bit
-            value = getattr(self, name)
-            if not is_int(value) or not 0 <= value < 2**63:
-                problems.append(f"Invalid {name}: {value!r} (must be an integer from 0 to 2**63 - 1)")
-        for name in ("max_forward_passes", "max_seconds"):
-            value = getattr(self, name)
-            if value is not None and (not is_finite(value) or value <= 0):
-                problems.append(f"Invalid {name}: {value!r} (must be a finite number > 0)")
-        most_threads = 4 * (os.cpu_count() or 1)  # beyond that OpenMP only contends (100,000 crashed it)
-        if self.threads is not None and (not is_int(self.threads) or not 1 <= self.threads <= most_threads):
-            problems.append(f"Invalid threads: {self.threads!r} (must be an integer from 1 to {most_threads}, "
-                            "4x this machine's cores)")
-        for name in ("resume", "overwrite", "save_best", "trust_remote_code"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be true or false)")
-        for name in ("model", "task", "method", "update", "noise", "dtype", "output_dir", "lora_targets",
-                     "text_column", "label_column", "objective"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a non-empty string)")
-        for name in ("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                problems.append(f"Invalid {name}: {getattr(self, name)!r} (must be a string)")
+        problems = setting_problems(self, _SETTING_RULES)
         if self.offload not in (None, "disk"):
             problems.append(f"Invalid offload: {self.offload!r} (disk, or none)")
         elif self.offload == "disk":
@@ -278,6 +247,64 @@ class TrainConfig:
         values = renamed_settings(values, warn=True)
         reject_unknown_keys(values, cls, "config key(s)")
         return cls(**values)
+
+
+def _integer_at_least(least: int) -> Callable[[Any], str | None]:
+    return lambda value: None if is_int(value) and value >= least else f"must be an integer >= {least}"
+
+
+def _seed(value: Any) -> str | None:  # torch generators take 64-bit seeds; zotune mixes them as 63-bit
+    return None if is_int(value) and 0 <= value < 2**63 else "must be an integer from 0 to 2**63 - 1"
+
+
+def _positive_or_none(value: Any) -> str | None:
+    return None if value is None or (is_finite(value) and value > 0) else "must be a finite number > 0"
+
+
+def _threads(value: Any) -> str | None:
+    most = 4 * (os.cpu_count() or 1)  # beyond that OpenMP only contends (100,000 crashed it)
+    if value is None or (is_int(value) and 1 <= value <= most):
+        return None
+    return f"must be an integer from 1 to {most}, 4x this machine's cores"
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _name(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _string_or_none(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "must be a string"
+
+
+# How each of TrainConfig's plain settings is checked; configs that share a setting (MetaTrainConfig) check it
+# with the same rule (``setting_problems``).
+_SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
+    **dict.fromkeys(("steps", "batch_size", "eval_batch_size", "eval_steps", "log_steps", "max_length",
+                     "max_nonfinite", "num_train"), _integer_at_least(1)),
+    **dict.fromkeys(("num_dev", "num_eval"), _integer_at_least(0)),
+    **dict.fromkeys(("seed", "data_seed"), _seed),
+    **dict.fromkeys(("max_forward_passes", "max_seconds"), _positive_or_none),
+    "threads": _threads,
+    **dict.fromkeys(("resume", "overwrite", "save_best", "trust_remote_code"), _flag),
+    **dict.fromkeys(("model", "task", "method", "update", "noise", "dtype", "output_dir", "lora_targets",
+                     "text_column", "label_column", "objective"), _name),
+    **dict.fromkeys(("data_dir", "sampler", "peft", "parallel", "template", "label_words", "dataset"),
+                    _string_or_none),
+}
+
+
+def setting_problems(config: Any, names: Iterable[str]) -> list[str]:
+    """``Invalid NAME: VALUE (why)`` for each of ``names`` whose value in ``config`` breaks TrainConfig's rule."""
+    problems = []
+    for name in names:
+        why = _SETTING_RULES[name](getattr(config, name))
+        if why:
+            problems.append(f"Invalid {name}: {getattr(config, name)!r} ({why})")
+    return problems
 
 
 def with_defaults(settings: dict[str, Any], keys) -> dict[str, Any]:

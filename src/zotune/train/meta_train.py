@@ -26,10 +26,10 @@ from zotune.files.durable import atomic_write, atomic_write_text, check_writable
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.methods.zo_finetuner.controller import ControllerBank
 from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe, MetaTrainer
-from zotune.settings import shares_settings
+from zotune.settings import is_int, shares_settings
 from zotune.tasks import TASKS, encode, load_splits, sample_splits, task_loss
 from zotune.train.checkpoint import load_trainable_state, trainable_state
-from zotune.train.config import TrainConfig
+from zotune.train.config import TrainConfig, setting_problems
 from zotune.train.logging import JsonlLogger, read_jsonl
 from zotune.train.loop import batch_indices, truncate_log
 from zotune.train.plots import plot_training
@@ -40,8 +40,11 @@ __all__ = ["MetaTrainConfig", "meta_train", "MetaTrainResult"]
 _CONTROLLER, _WEIGHTS, _STATE = "controller.safetensors", "weights.safetensors", "trainer.pt"
 
 
+_SHARED = ("model", "data_dir", "num_train", "data_seed", "max_length", "threads", "resume")
+
+
 @dataclass
-@shares_settings(TrainConfig, only=("model", "data_dir", "num_train", "data_seed", "max_length", "threads", "resume"))
+@shares_settings(TrainConfig, only=_SHARED)
 class MetaTrainConfig:
     """A meta-training run: the model, the task and its data (``TrainConfig``'s settings of the same name), where
     things go, and the recipe."""
@@ -59,12 +62,11 @@ class MetaTrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.recipe, dict):
             self.recipe = MetaRecipe(**self.recipe)
-        problems = [f"Invalid {name}: {getattr(self, name)!r} (must be an integer >= 1)"
-                    for name in ("num_train", "max_length", "checkpoint_steps")
-                    if not isinstance(getattr(self, name), int) or getattr(self, name) < 1]
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            problems.append(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+        # The settings shared with TrainConfig are checked by its rules; then this recipe's own.
+        problems = setting_problems(self, _SHARED)
+        if not is_int(self.checkpoint_steps) or self.checkpoint_steps < 1:
+            problems.append(f"Invalid checkpoint_steps: {self.checkpoint_steps!r} (must be an integer >= 1)")
+        if self.max_steps is not None and (not is_int(self.max_steps) or self.max_steps < 1):
             problems.append(f"Invalid max_steps: {self.max_steps!r} (must be an integer >= 1)")
         if not self.out.endswith(".safetensors"):
             problems.append(f"Invalid out: {self.out!r} (a controller file ends in .safetensors)")
