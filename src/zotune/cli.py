@@ -34,6 +34,19 @@ def _field_type(field: dataclasses.Field, owner: type | None = None) -> type:
     return _floats if typing.get_origin(hint) in (list, tuple) else hint
 
 
+def _add_setting_flags(parser: argparse.ArgumentParser, owner: type, *, skip: tuple[str, ...] = (),
+                       former_names: dict[str, list[str]] | None = None) -> None:
+    """A ``--name VALUE`` flag for each field of the dataclass ``owner`` (but ``skip``), typed by its annotation,
+    with its help text and default; a renamed setting's former names are flags of it too."""
+    for field in dataclasses.fields(owner):
+        if field.name in skip:
+            continue
+        names = (field.name, *(former_names or {}).get(field.name, ()))
+        default = field.default if field.default is not dataclasses.MISSING else None
+        parser.add_argument(*["--" + name.replace("_", "-") for name in names], type=_field_type(field, owner),
+                            metavar=field.name.upper(), help=_with_default(field.metadata.get("help", ""), default))
+
+
 def _floats(text: str) -> list[float]:
     """``0.9,0.999`` -> [0.9, 0.999] (list settings such as --betas)."""
     try:
@@ -113,14 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     former_names: dict[str, list[str]] = {}  # a renamed setting's former flag still works
     for old, new in RENAMED.items():
         former_names.setdefault(new, []).append(old)
-    for field in dataclasses.fields(_train_config_cls()):
-        if field.name in ("method_options", "resume", "save_best", "overwrite", "trust_remote_code", "fuse_restore"):
-            continue
-        kind = _field_type(field)
-        flags = ["--" + name.replace("_", "-") for name in (field.name, *former_names.get(field.name, ()))]
-        default = field.default if field.default is not dataclasses.MISSING else None
-        train.add_argument(*flags, type=kind, metavar=field.name.upper(),
-                           help=_with_default(field.metadata.get("help", ""), default))
+    _add_setting_flags(train, _train_config_cls(), former_names=former_names,
+                       skip=("method_options", "resume", "save_best", "overwrite", "trust_remote_code",
+                             "fuse_restore"))
     _add_method_option_flags(train)
     train.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="an option of the method or its sampler, repeatable (e.g. --option sample_fraction=0.3)")
@@ -198,12 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zotune.train.meta_train import MetaTrainConfig
 
     for owner in (MetaTrainConfig, MetaRecipe):
-        for field in dataclasses.fields(owner):
-            if field.name in ("recipe", "resume", "overwrite"):
-                continue
-            default = field.default if field.default is not dataclasses.MISSING else None
-            meta.add_argument("--" + field.name.replace("_", "-"), type=_field_type(field, owner),
-                              metavar=field.name.upper(), help=_with_default(field.metadata.get("help", ""), default))
+        _add_setting_flags(meta, owner, skip=("recipe", "resume", "overwrite"))
     meta.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     meta.add_argument("--overwrite", action="store_true",
                       help="replace an existing --out file and an earlier run's files in --output-dir")
