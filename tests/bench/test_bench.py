@@ -111,6 +111,27 @@ def test_interrupted_run_resumes_and_changed_settings_are_refused(tiny_model_dir
     assert [o.status for o in run_grid(changed, progress=False, force=True)] == ["done"]
 
 
+def test_a_run_finished_before_the_counter_gaussian_counts_as_torch_gaussian(tiny_model_dir, tiny_data_dir,
+                                                                              tmp_path):
+    from zotune.bench.runner import run_state
+
+    def grid(noise):
+        return load_bench_config(_grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                                       methods={"mezo": {"noise": noise}}, budget={"steps": 2}))
+
+    run_grid(grid("gaussian"), progress=False)
+    (run,) = grid("gaussian").runs()
+    path = run.output_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    assert summary["zotune_version"] and summary["config"]["noise"] == "gaussian"
+    del summary["zotune_version"]  # as zotune 0.1.0 wrote it, when `gaussian` was torch's generator
+    path.write_text(json.dumps(summary))
+    assert run_state(run) == "changed"
+    with pytest.raises(ConfigError, match="differs in noise"):
+        run_grid(grid("gaussian"), progress=False)
+    assert run_state(grid("torch-gaussian").runs()[0]) == "finished"
+
+
 def test_keep_weights_false_removes_a_finished_runs_weights_and_keeps_its_results(tiny_model_dir, tiny_data_dir,
                                                                                    tmp_path):
     grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],

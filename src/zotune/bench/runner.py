@@ -30,10 +30,16 @@ def _finished_config(run: RunSpec) -> dict | None:
     if not path.is_file():
         return None
     try:
-        config = json.loads(path.read_text(encoding="utf-8")).get("config")
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        config = summary.get("config")
     except (OSError, ValueError, AttributeError):  # AttributeError: JSON that is not an object
         return None  # a damaged summary: the run is done again
-    return config if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    from zotune.optim import legacy_noise
+
+    # Before zotune 0.2.0 (summaries without its version) `gaussian` named torch's generator.
+    return config if "zotune_version" in summary else legacy_noise(config)
 
 
 def run_state(run: RunSpec) -> str:

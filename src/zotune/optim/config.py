@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zotune.errors import ConfigError
-from zotune.methods import METHODS, SAMPLERS, MethodConfig, SamplerConfig
+from zotune.errors import ConfigError, UnknownNameError
+from zotune.methods import METHODS, SAMPLERS, Method, MethodConfig, SamplerConfig
 from zotune.optim.updates import UPDATES, UpdateRule
 from zotune.perturb import NOISES
 from zotune.settings import is_finite, is_int, reject_unknown_keys, renamed_settings, shares_settings
 
-__all__ = ["ZOConfig", "PERTURBATIONS", "default_lr_eps"]
+__all__ = ["ZOConfig", "PERTURBATIONS", "default_lr_eps", "legacy_noise"]
 
 PERTURBATIONS = ("auto", "in_place", "deferred")
 # n-SPSA uses a handful of directions (MeZO's appendix: up to 16); a step keeps 2 n losses, and 10^8 would run
@@ -27,6 +27,19 @@ EPS = 1e-3  # MeZO's perturbation scale for full fine-tuning (arXiv 2305.17333, 
 # Adapters train a few weights at larger scales: MeZO's (lr, eps) for LoRA and prefix tuning (the larger lr of
 # each of its grids: LoRA {1e-4, 5e-5}, prefix {1e-2, 1e-3}; arXiv 2305.17333, appendix E).
 _ADAPTER_DEFAULTS = {"lora": (1e-4, 1e-2), "prefix": (1e-2, 1e-1)}
+
+
+def legacy_noise(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings recorded before ``gaussian`` became the counter-based stream (seed logs before version 2,
+    summaries before zotune 0.2.0), with the stream their ``gaussian`` meant: ``torch-gaussian``, for the methods
+    that draw the optimizer's noise (one with a stream of its own kept it)."""
+    try:
+        own = METHODS.get(settings.get("method", "mezo")).impl_cls.noise_source is not Method.noise_source
+    except (UnknownNameError, TypeError):
+        return settings  # an unknown method: whoever reads the settings reports it
+    if own or settings.get("noise", "gaussian") != "gaussian":
+        return settings
+    return {**settings, "noise": "torch-gaussian"}
 
 
 def default_lr_eps(method: str | MethodConfig, adapter: str | None = None) -> tuple[float, float]:

@@ -606,7 +606,12 @@ class TrainingRun:
             atomic_write(out / "layers.png", lambda tmp: plot_layer_draws(
                 records, tmp, title=f"{self.optimizer.sampler.config.name} layer draws"))
             result.files["layers"] = str(out / "layers.png")
-        summary = {"config": config.to_dict(), **result.__dict__}
+        # The noise the run drew: a run resumed from a checkpoint made before `gaussian` was the counter-based
+        # stream went on with torch-gaussian (ZOOptimizer._continue_noise). The version dates the names.
+        from zotune import __version__
+
+        settings = {**config.to_dict(), "noise": self.optimizer.config.noise}
+        summary = {"zotune_version": __version__, "config": settings, **result.__dict__}
         if not math.isfinite(summary["best_dev_score"]):
             summary["best_dev_score"] = None  # no dev set: JSON has no NaN, and no number is the honest value
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -26,17 +26,16 @@ from typing import Any
 
 import torch
 
-from zotune.errors import StateError, UnknownNameError, ZotuneWarning
+from zotune.errors import StateError, ZotuneWarning
 from zotune.files.durable import atomic_write_text
-from zotune.methods import METHODS, Method
-from zotune.optim import StepRecord, ZOConfig, ZOOptimizer
+from zotune.optim import StepRecord, ZOConfig, ZOOptimizer, legacy_noise
 from zotune.settings import is_finite, is_int, is_real, renamed_settings
 
 __all__ = ["SeedLog", "SeedLogWriter", "read_seed_log", "weights_sha256", "model_sha256", "FORMAT"]
 
 FORMAT = "zotune-seed-log"
 # Version 2: `gaussian` is the counter-based stream (perturb/normal.py); in version 1 it was torch's generator,
-# now `torch-gaussian`, and a version 1 log is read with that name (``_legacy_noise``).
+# now `torch-gaussian`, and a version 1 log is read with that name (``zotune.optim.legacy_noise``).
 VERSION = 2
 
 
@@ -174,18 +173,6 @@ _HEADER_OPTIONAL = {"peft": dict, "peft_seed": int, "fingerprint": str, "blocks"
 _MAX_BLOCKS = 1 << 16
 
 
-def _legacy_noise(settings: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 header's optimizer settings with the stream its `gaussian` meant: torch's generator, for the
-    methods that draw the optimizer's noise (one with a stream of its own kept it)."""
-    try:
-        own = METHODS.get(settings.get("method", "mezo")).impl_cls.noise_source is not Method.noise_source
-    except (UnknownNameError, TypeError):
-        return settings  # an unknown method: reading the log reports it
-    if own or settings.get("noise", "gaussian") != "gaussian":
-        return settings
-    return {**settings, "noise": "torch-gaussian"}
-
-
 def _check_header(header: dict[str, Any]) -> str | None:
     """What is wrong with a header (None: nothing)."""
     missing = sorted(set(_HEADER) - set(header))
@@ -267,7 +254,7 @@ def read_seed_log(path: str | Path) -> SeedLog:
     if isinstance(header.get("optimizer"), dict):  # a log written before a setting's rename
         header["optimizer"] = renamed_settings(header["optimizer"])
         if header["version"] == 1:
-            header["optimizer"] = _legacy_noise(header["optimizer"])
+            header["optimizer"] = legacy_noise(header["optimizer"])
     problem = _check_header(header)
     if problem:
         raise StateError(f"{path}:1: corrupt seed log header ({problem})")
