@@ -137,6 +137,7 @@ def _as_before_counter_gaussian(out):
 
     loop = json.loads((out / "checkpoint" / "loop_state.json").read_text())
     loop["fingerprint"]["settings"]["noise"] = "gaussian"
+    del loop["fingerprint"]["zotune_version"]
     (out / "checkpoint" / "loop_state.json").write_text(json.dumps(loop))
     path = out / "seeds.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -165,6 +166,34 @@ def test_runs_from_before_the_counter_gaussian_replay_and_resume_with_torchs_gen
     for name, tensor in _final_weights(whole).items():
         assert torch.equal(_final_weights(old)[name], tensor), name
     assert replay(read_seed_log(old / "seeds.jsonl"), _base_model(tiny_model_dir)).matches_log is True
+    assert json.loads((old / "summary.json").read_text())["config"]["noise"] == "torch-gaussian"
+
+
+def test_an_optimizer_state_from_before_the_counter_gaussian_goes_on_with_torchs_generator():
+    from zotune import ZOOptimizer
+
+    def run(noise, steps, state=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+        data = torch.linspace(-1, 1, 32).view(8, 4)
+        opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=2, noise=noise)
+        if state is not None:
+            model.load_state_dict(state[0])
+            opt.load_state_dict(state[1])
+        for _ in range(steps):
+            opt.step(lambda: model(data).pow(2).mean())
+        return model, opt
+
+    whole, _ = run("torch-gaussian", 4)
+    half, opt = run("torch-gaussian", 2)
+    saved = opt.state_dict()
+    del saved["zo"]["noise"]  # as states were saved before they recorded it
+    with pytest.warns(UserWarning, match="goes on with the stream it started with, torch-gaussian"):
+        resumed, opt = run("gaussian", 2, (half.state_dict(), saved))
+    assert opt.settings["noise"] == "torch-gaussian"
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))
+    with pytest.raises(StateError, match="noise='rademacher'"):
+        run("gaussian", 0, (half.state_dict(), {**saved, "zo": {**saved["zo"], "noise": "rademacher"}}))
 
 
 def test_gaussian_and_torch_gaussian_are_different_streams(tiny_model_dir, tiny_data_dir, tmp_path):

@@ -29,7 +29,7 @@ from zotune.files.durable import (
 )
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
-from zotune.optim import ZOOptimizer
+from zotune.optim import ZOConfig, ZOOptimizer, legacy_noise
 from zotune.optim.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.perturb import mix_seed
 from zotune.tasks import (
@@ -132,7 +132,10 @@ def run_fingerprint(config: TrainConfig, model_name: str, data: TaskData) -> dic
     settings = {k: v for k, v in config.to_dict().items() if k not in resumable}
     settings["model"] = model_name
     rows = json.dumps([data.train, data.dev, data.eval], sort_keys=True, ensure_ascii=False, default=str)
-    return {"settings": settings, "data_sha256": hashlib.sha256(rows.encode("utf-8")).hexdigest()}
+    from zotune import __version__  # dates the settings' names (see _saved_settings)
+
+    return {"settings": settings, "data_sha256": hashlib.sha256(rows.encode("utf-8")).hexdigest(),
+            "zotune_version": __version__}
 
 
 def fingerprint_sha256(fingerprint: dict[str, Any]) -> str:
@@ -148,7 +151,7 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
     if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
         raise StateError(f"Corrupt checkpoint in {folder}: its run fingerprint is malformed")
     new = current["settings"]
-    old = with_defaults(saved["settings"], new)  # settings newer than the checkpoint: their defaults
+    old = _saved_settings(saved, new)
     # A budget the checkpoint left out (its schedule was constant) is unknown, not the default: never name a
     # value the run did not use.
     unknown = {key for key in ("steps", "max_forward_passes") if key not in saved["settings"]}
@@ -159,6 +162,13 @@ def _check_fingerprint(folder: Path, saved: dict[str, Any] | None, current: dict
     if changed:
         raise ConfigError(f"Cannot resume the run in {folder.parent}: its checkpoint was made with other settings "
                           f"({'; '.join(changed)}); use the original settings, or start over with --overwrite")
+
+
+def _saved_settings(fingerprint: dict[str, Any], keys) -> dict[str, Any]:
+    """A checkpoint's recorded settings as this zotune names them: a setting newer than the checkpoint counts as
+    its default; before 0.2.0 (no version recorded) `gaussian` named torch's generator (``legacy_noise``)."""
+    settings = with_defaults(fingerprint["settings"], keys)
+    return settings if "zotune_version" in fingerprint else legacy_noise(settings)
 
 
 def check_names(config: TrainConfig) -> None:
@@ -218,6 +228,25 @@ def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
     return dataclasses.replace(config, autocast=autocast), reason
 
 
+def resolve_noise(config: TrainConfig) -> TrainConfig:
+    """The config, resuming a run made before `gaussian` was the counter-based stream with the default noise,
+    with the stream that run drew (torch-gaussian), so that the resume is exact; said in a warning."""
+    if not config.resume or config.noise != ZOConfig.noise:
+        return config
+    found = find_checkpoint(Path(config.output_dir) / "checkpoint")
+    try:
+        fingerprint = json.loads((found / LOOP).read_text(encoding="utf-8"))["fingerprint"] if found else None
+        drawn = _saved_settings(fingerprint, config.to_dict())["noise"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return config  # no readable fingerprint: the resume's own checks report it
+    if drawn == config.noise:
+        return config
+    warnings.warn(f"The run in {config.output_dir} was started before zotune drew `gaussian` directions from its "
+                  f"counter-based stream: it goes on with the stream it started with, {drawn}", ZotuneWarning,
+                  stacklevel=3)
+    return dataclasses.replace(config, noise=drawn)
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.task`` with a ZO method.
 
@@ -240,6 +269,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
     config, precision_reason = resolve_precision(config)
+    config = resolve_noise(config)
     out = Path(config.output_dir)
     check_names(config)
     config.warn_ignored()
