@@ -129,15 +129,19 @@ class ZOConfig:
                               "its own rounding residue and the replicas would drift apart")
         if not isinstance(self.method_options, dict):
             raise ConfigError(f"Invalid method_options: {self.method_options!r} (must be a mapping)")
-        rule = self.update_rule()
+        rule = UPDATES.get(self.update)
+        rule.config_cls(**self._rule_settings())  # the rule's own settings, checked by its config
         if isinstance(self.betas, list):  # as YAML and JSON give it
             self.betas = tuple(self.betas)
-        if self.weight_decay and not rule.uses_weight_decay:
+        if self.weight_decay and not rule.impl_cls.uses_weight_decay:
             raise ConfigError(f"weight_decay={self.weight_decay} is not supported with update={self.update!r}")
 
     def update_rule(self) -> UpdateRule:
         """A fresh instance of the update rule, with its own settings (the others are not its business)."""
-        return UPDATES.build(self.update, {name: getattr(self, name) for name in UPDATES.options_of(self.update)})
+        return UPDATES.build(self.update, self._rule_settings())
+
+    def _rule_settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in UPDATES.options_of(self.update)}
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> ZOConfig:
