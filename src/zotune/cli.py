@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replace an existing --out file and an earlier run's files in --output-dir")
     meta.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
-    sub.add_parser("list", help="list methods, update rules, tasks and built-in assets")
+    sub.add_parser("list", help="list methods, update rules, noises, tasks and built-in assets")
     return parser
 
 
@@ -494,11 +494,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from zotune.methods import METHODS, SAMPLERS
     from zotune.optim import default_lr_eps
     from zotune.optim.updates import UPDATES
+    from zotune.perturb import NOISES
     from zotune.tasks import TASKS
 
     print("methods:      " + ", ".join(f"{name} (lr {default_lr_eps(name)[0]:g})" for name in METHODS.names()))
     print("samplers:     " + ", ".join(SAMPLERS.names()))
     print("update rules: " + ", ".join(UPDATES.names()))
+    print("noises:       " + ", ".join(NOISES.names()) + " (--noise: the distribution of z)")
     print("tasks:")
     for name in TASKS.names():
         print(f"  {name:<16} {TASKS.get(name).description}")
