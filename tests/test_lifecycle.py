@@ -41,7 +41,7 @@ def test_building_and_dropping_100_optimizers_leaves_the_thread_count_unchanged(
     before = threading.active_count()
     for seed in range(100):
         model = _model()
-        opt = ZOOptimizer(model, lr=1e-3, seed=seed)
+        opt = ZOOptimizer(model, lr=1e-3, seed=seed, noise="torch-gaussian")  # drawn on worker threads
         _step(opt, model)
         assert opt.engine.workers < 2 or threading.active_count() > before  # the noise threads did start
         del opt, model
@@ -62,7 +62,7 @@ def test_close_and_the_context_manager_stop_the_threads_at_once():
     gc.collect()
     before = threading.active_count()
     model = _model()
-    with ZOOptimizer(model, lr=1e-3, seed=0) as opt:
+    with ZOOptimizer(model, lr=1e-3, seed=0, noise="torch-gaussian") as opt:  # drawn on worker threads
         _step(opt, model)
     assert threading.active_count() == before  # still referenced, yet stopped
     with pytest.raises(StateError, match="closed"):

@@ -252,18 +252,23 @@ class _CounterReader(NoiseReader):
         self.position += numel
         return start
 
-    def _run(self, fn: Callable) -> Callable:
-        return _kernel(fn) if self.source.fused else fn
+    def _run(self, fn: Callable, numel: int) -> Callable:
+        # The eager ops give the same values; below _COMPILE_FROM elements they cost less than starting the
+        # compiler in a process that has no larger block (a tiny model).
+        return _kernel(fn) if self.source.fused and numel >= _COMPILE_FROM else fn
 
     def fill(self, out: torch.Tensor) -> torch.Tensor:
-        self._run(type(self.source).fill_kernel)(out.view(-1), self.keys, self._advance(out.numel()))
+        self._run(type(self.source).fill_kernel, out.numel())(out.view(-1), self.keys, self._advance(out.numel()))
         return out
 
     def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
         if target.device.type != "cpu":
             return super().add_to(target, coef, buffer, serial=serial)
-        self._run(type(self.source).add_kernel)(target.view(-1), self.keys, self._advance(target.numel()),
-                                                 torch.tensor(coef))
+        self._run(type(self.source).add_kernel, target.numel())(target.view(-1), self.keys,
+                                                                 self._advance(target.numel()), torch.tensor(coef))
+
+
+_COMPILE_FROM = 1 << 14
 
 
 class GaussianNoise(_CounterNoise):
