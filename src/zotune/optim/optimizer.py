@@ -26,7 +26,7 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
-from zotune.optim.config import PERTURBATIONS, ZOConfig
+from zotune.optim.config import PERTURBATIONS, ZOConfig, legacy_noise
 from zotune.optim.updates import UpdateContext
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.registry import normalise
@@ -418,15 +418,13 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.method.load_state_dict(zo["method_state"])
         self.sampler.load_state_dict(zo["sampler_state"])
 
-
-
     def _continue_noise(self, saved: str | None) -> None:
         """Go on with the stream the state was made with: a state from before states recorded their noise drew
         ``gaussian`` from torch's generator, now ``torch-gaussian``; any other difference is refused."""
         mine = self.engine.source.name if self.engine.source is not None else None
         if saved == mine:
             return
-        if saved == _BEFORE_NOISE_RECORDED and mine == "gaussian" and self.method.noise_source() is None:
+        if saved == _BEFORE_NOISE_RECORDED and legacy_noise(self.settings)["noise"] != self.settings["noise"]:
             warnings.warn("This optimizer state was saved before zotune drew `gaussian` directions from its "
                           "counter-based stream: the run goes on with the stream it started with, torch-gaussian",
                           ZotuneWarning, stacklevel=3)
