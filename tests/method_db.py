@@ -53,6 +53,11 @@ CASES = [
     MethodCase("fzoo", "fzoo", {"perturbations": 3}, lrs=FZOO_LRS),
     MethodCase("fzoo+adalezo", "fzoo", {"perturbations": 3, "sample_fraction": 0.5}, sampler="adalezo",
                lrs=FZOO_LRS),
+    # The orthogonalised step moves each matrix by lr whatever the estimate's size; norm scales by vector_lr.
+    MethodCase("zo-muon", "zo-muon", {"perturbations": 3, "interval": 2, "vector_lr": 1e-3}, updates=("sgd",),
+               lrs={"sgd": 0.01}),
+    MethodCase("zo-muon-subspace", "zo-muon", {"perturbations": 2, "rank": 1, "interval": 2,
+                                              "orthogonalize": False}),
 ]
 
 

@@ -93,7 +93,7 @@ def test_a_lora_run_saves_the_adapter_alone_and_it_reloads_with_the_same_predict
 
 # AdaLeZO samples layers: prefix tuning has a single tensor, so it is tried with LoRA.
 @pytest.mark.parametrize("mode,method", [("lora", "adalezo"), ("lora", "dizo"), ("prefix", "mezo"),
-                                         ("prefix", "ldsd")])
+                                         ("prefix", "ldsd"), ("lora", "zo-muon")])
 def test_every_method_trains_an_adapter_and_replays(mode, method, tiny_model_dir, tiny_data_dir, tmp_path):
     options = {"interval": 2, "probes": 2} if method == "dizo" else {}
     result = train(_config(tiny_model_dir, tiny_data_dir, tmp_path, peft=mode, method=method,

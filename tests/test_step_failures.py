@@ -50,6 +50,7 @@ CASES = [  # (method, perturbation, dtype, the closure call that fails)
     ("fzoo", "in_place", torch.float32, 1), ("fzoo", "in_place", torch.float32, 5),  # l0, then a later probe
     ("fzoo", "deferred", torch.bfloat16, 4),
     ("lozo", "in_place", torch.float32, 2), ("lozo", "deferred", torch.bfloat16, 1),
+    ("zo-muon", "in_place", torch.float32, 3), ("zo-muon", "deferred", torch.bfloat16, 2),
 ]
 
 

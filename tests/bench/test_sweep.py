@@ -61,7 +61,8 @@ def test_a_method_with_unfinished_runs_is_not_chosen_for(tmp_path):
     assert complete == {"dizo"} and {r.label for r in rows} == {"mezo-a", "dizo-a"}
 
 
-@pytest.mark.parametrize("sweep", ["lr-sweep.yaml", "lr-sweep-fzoo.yaml", "lr-sweep-lozo.yaml"])
+@pytest.mark.parametrize("sweep", ["lr-sweep.yaml", "lr-sweep-fzoo.yaml", "lr-sweep-lozo.yaml",
+                                   "lr-sweep-zo-muon.yaml"])
 def test_each_swept_method_defaults_to_the_sweeps_choice(monkeypatch, sweep):
     """The registered default lr (and LDSD's lr_mu) of every method whose sweep runs have all finished (their logs
     are kept in results/) is the one the sweep chose. The new methods' sweeps run across sessions: until one of

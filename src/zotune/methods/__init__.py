@@ -1,6 +1,6 @@
 """Method and sampler plug-ins. Each built-in subpackage is imported here explicitly, which registers it."""
 
-from zotune.methods import adalezo, dizo, fzoo, ldsd, lozo, mezo, zo_finetuner
+from zotune.methods import adalezo, dizo, fzoo, ldsd, lozo, mezo, zo_finetuner, zo_muon
 from zotune.methods.base import METHODS, Method, MethodConfig, Probe, build_method, register_method
 from zotune.methods.sampling import (
     SAMPLERS,
@@ -31,4 +31,5 @@ __all__ = [
     "lozo",
     "mezo",
     "zo_finetuner",
+    "zo_muon",
 ]

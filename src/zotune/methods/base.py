@@ -32,7 +32,7 @@ from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginS
 from zotune.perturb import NoiseSource, StepPlan
 
 __all__ = [
-    "MethodConfig", "Method", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
+    "MethodConfig", "Method", "OneSidedMethod", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
     "build_method", "check_option_types",
 ]
 
@@ -160,6 +160,34 @@ class Method(Plugin):
     ) -> None:
         """Called after the update of step ``step``; ``generator`` is seeded from the step seed."""
         return None
+
+
+class OneSidedMethod(Method):
+    """N one-sided probes around one unperturbed loss, N the config's ``perturbations`` (FZOO's and ZO-Muon's
+    estimate): l_0 = L(theta) once, on the step's first probe, then l_i = L(theta + eps z_i) and
+    g_i = (l_i - l_0) / eps, N + 1 forward passes a step. Each probe leaves its restore ``-eps z_i`` pending, so an
+    update rule can fold the last one into the update."""
+
+    def setup(self, engine) -> None:
+        super().setup(engine)
+        self._at_theta: float | None = None  # l_0 of the step under way
+
+    def directions_per_step(self, n_directions: int) -> int:
+        if n_directions != 1:
+            raise ConfigError(f"{self.config.name} takes its direction count from its perturbations option "
+                              f"({self.config.perturbations}), not n_directions={n_directions}")
+        return self.config.perturbations
+
+    def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
+        self._at_theta = None  # a new step: its l_0 is evaluated by the first probe
+        return sampled
+
+    def probe(self, loss_fn: LossFn, seed: int, eps: float, plan: StepPlan) -> Probe:
+        if self._at_theta is None:
+            self._at_theta = loss_fn()
+        self.engine.perturb(seed, eps, plan)
+        loss = loss_fn()
+        return Probe(seed, (loss - self._at_theta) / eps, (loss,), restore=(seed, -eps), at_theta=self._at_theta)
 
 
 @dataclass(frozen=True)
