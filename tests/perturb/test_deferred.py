@@ -143,8 +143,8 @@ def _drift(dtype, mode, steps):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_deferred_perturbation_does_not_drift_in_1000_steps_at_lr_0(dtype):
-    assert _drift(dtype, "deferred", 1000) == 0.0
+def test_deferred_perturbation_does_not_drift_in_250_steps_at_lr_0(dtype):
+    assert _drift(dtype, "deferred", 250) == 0.0
 
 
 def test_in_place_drift_at_lr_0_is_fp32_rounding_in_fp32_and_large_in_bf16():

@@ -10,6 +10,7 @@ from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
 from zotune.perturb.noise import (
     CHUNK,
     SERIAL_SLICE,
+    SMALL_BLOCK,
     GaussianNoise,
     RademacherNoise,
     TorchGaussianNoise,
@@ -115,6 +116,30 @@ def test_fused_kernels_and_chunked_reads_equal_the_eager_ops(source):
     halves = torch.cat([reader.fill(torch.empty(1000)), reader.fill(torch.empty(n - 1000))])
     assert torch.equal(halves * 0.3, fused)
     assert torch.equal(halves, source(fused=False).reader(77).fill(torch.empty(n)))
+
+
+@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise])
+def test_adding_to_many_small_blocks_at_once_equals_adding_to_each(source):
+    sizes, seeds = [1, 7, 16, 300, SMALL_BLOCK - 1], [3, 2**40 + 5, 3, 2**63 - 1, 11]
+    one_by_one = [torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in sizes]
+    together = [t.clone() for t in one_by_one]
+    items = [(t, seed, 0.1 * (i + 1)) for i, (t, seed) in enumerate(zip(together, seeds))]
+    items.append((together[1], 99, -2.5))  # a second term on a block: added after its first, as add_to would
+    source().add_to_many(items)
+    for i, (target, seed) in enumerate(zip(one_by_one, seeds)):
+        source().reader(seed).add_to(target, 0.1 * (i + 1), _buffer())
+    source().reader(99).add_to(one_by_one[1], -2.5, _buffer())
+    assert all(torch.equal(a, b) for a, b in zip(one_by_one, together))
+
+
+def test_the_engine_adds_small_blocks_together(monkeypatch):
+    calls = []
+    real = GaussianNoise.add_to_many
+    monkeypatch.setattr(GaussianNoise, "add_to_many", lambda self, items: (calls.append(len(items)),
+                                                                            real(self, items)))
+    params = [(f"p{i}", torch.randn(5)) for i in range(4)] + [("big", torch.randn(SMALL_BLOCK))]
+    PerturbationEngine(params).perturb(1, 1e-3, StepPlan.full(5))
+    assert calls == [4]  # the four small blocks in one call, the big one on its own
 
 
 def test_rademacher_second_moment_is_the_identity():

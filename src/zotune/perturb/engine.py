@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from zotune.perturb.functional import add_noise, mix_seed
-from zotune.perturb.noise import CHUNK, NOISES, NoiseSource, serially
+from zotune.perturb.noise import CHUNK, NOISES, SMALL_BLOCK, NoiseSource, serially
 
 __all__ = ["Block", "StepPlan", "PerturbationEngine", "gaussian_direction", "DirectionFn", "default_workers"]
 
@@ -242,6 +242,7 @@ class PerturbationEngine:
 
         Blocks are independent (each has its own seeds and weights), so the threads change only the speed.
         """
+        jobs = self._add_small_blocks_together(jobs)
         # Only streamed noise is thread-safe (each reader owns its generator; whole-block draws share a buffer).
         streamed = self.source is not None and all(b.param.is_contiguous() for b, _, _ in jobs)
         if self.workers <= 1 or not streamed or not self.source.serial or len(jobs) < 2:
@@ -259,6 +260,30 @@ class PerturbationEngine:
         futures = [self._pool.submit(self.add_combination, b, t, decay=d) for b, t, d in ordered]
         for future in futures:
             future.result()
+
+    @torch.no_grad()
+    def _add_small_blocks_together(
+        self, jobs: Sequence[tuple[Block, Sequence[tuple[int, float]], float]]
+    ) -> Sequence[tuple[Block, Sequence[tuple[int, float]], float]]:
+        """Do the jobs of small float32 CPU blocks in one ``add_to_many`` call when the noise can (the
+        counter-based streams, whose z depends on the seed alone), and return the others."""
+        add_to_many = getattr(self.source, "add_to_many", None)
+        if add_to_many is None or self._on_worker():
+            return jobs
+        small = [job for job in jobs if job[0].param.numel() < SMALL_BLOCK and job[0].param.dtype == torch.float32
+                 and job[0].param.device.type == "cpu" and job[0].param.is_contiguous()]
+        if len(small) < 2:
+            return jobs
+        items = []
+        for block, terms, decay in small:  # in add_combination's order: the decay, then each term
+            target = block.param.view(-1)
+            if decay != 1.0:
+                target.mul_(decay)
+            items += [(target, mix_seed(seed, block.index), coef) for seed, coef in terms if coef != 0.0]
+        if items:
+            add_to_many(items)
+        chosen = {id(job) for job in small}
+        return [job for job in jobs if id(job) not in chosen]
 
     def close(self) -> None:
         """Stop the noise threads (waiting for any job in flight). The engine still works afterwards: it adds
