@@ -293,3 +293,23 @@ def test_no_save_best_lists_no_best_folder(tiny_model_dir, tiny_data_dir, tmp_pa
     assert main(_train_args(tiny_model_dir, tiny_data_dir, out, "--no-save-best")) == 0
     printed = capsys.readouterr().out
     assert not (out / "best").exists() and "  best " not in printed and "seed_log" in printed
+
+
+def test_a_registered_recipe_is_a_subcommand(tmp_path, monkeypatch, capsys):
+    from zotune.recipes import RECIPES, register_recipe
+
+    (tmp_path / "hello_recipe.py").write_text(
+        "def add_arguments(parser, add_setting_flags):\n"
+        "    parser.add_argument('--times', type=int, default=1)\n"
+        "def run(args, say):\n"
+        "    say('hello ' * args.times)\n"
+        "    return 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(RECIPES, "_entries", dict(RECIPES._entries))
+    monkeypatch.setattr(RECIPES, "_shown", dict(RECIPES._shown))
+    register_recipe("hello", "hello_recipe", help="greet")
+    assert main(["hello", "--times", "2"]) == 7
+    assert "hello hello" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:  # its flags are checked like the built-in commands'
+        main(["hello", "--bad"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --bad" in capsys.readouterr().err

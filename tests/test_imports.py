@@ -40,3 +40,14 @@ def test_the_first_releases_trainer_path_is_an_alias_with_a_deprecation_warning(
     from zotune.integrations import trainer
 
     assert ZOTrainer is trainer.ZOTrainer and ZOTrainingArguments is trainer.ZOTrainingArguments
+
+
+def test_the_meta_training_module_moved_with_an_alias_that_warns():
+    import sys
+
+    sys.modules.pop("zotune.train.meta_train", None)
+    with pytest.warns(FutureWarning, match="moved to zotune.methods.zo_finetuner.recipe"):
+        from zotune.train.meta_train import meta_train
+    from zotune.methods.zo_finetuner import recipe
+
+    assert meta_train is recipe.meta_train

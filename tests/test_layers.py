@@ -9,7 +9,7 @@ import zotune
 SRC = Path(zotune.__file__).parent
 # Top to bottom; a module may import from its own row or an earlier one.
 LAYERS = [
-    {"errors", "settings", "registry"},
+    {"errors", "settings", "registry", "recipes"},
     {"files"},
     {"perturb"},
     {"methods"},
@@ -23,6 +23,12 @@ LAYERS = [
 
 def _layer(top: str) -> int:
     return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def _is_recipe(relative: Path) -> bool:
+    """A plug-in's recipe (``methods/<name>/recipe.py``, ``zotune.recipes``) is built from the training components,
+    so it belongs to the training layer, whatever folder it sits in."""
+    return relative.parts[0] == "methods" and relative.name == "recipe.py"
 
 
 def _zotune_imports(path: Path) -> set[str]:
@@ -40,10 +46,23 @@ def test_every_module_belongs_to_a_layer_and_imports_only_upwards():
     wrong = []
     for path in sorted(SRC.rglob("*.py")):
         relative = path.relative_to(SRC)
-        top = relative.parts[0].removesuffix(".py")
+        top = "train" if _is_recipe(relative) else relative.parts[0].removesuffix(".py")
         for imported in _zotune_imports(path):
             if imported == "__version__":
                 continue
             if _layer(imported) > _layer(top):
                 wrong.append(f"{relative} imports zotune.{imported}")
     assert not wrong, wrong
+
+
+def test_only_the_command_line_and_deprecated_aliases_import_a_recipe():
+    """A recipe is imported by its registered path (``zotune.recipes``), never by a module: the method's own
+    modules sit below the training layer the recipe is built on."""
+    importers = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(name.endswith(".recipe") for name in names):
+                importers.append(str(path.relative_to(SRC)))
+    assert importers == ["train/meta_train.py"], importers

@@ -13,10 +13,10 @@ from zotune.cli import build_parser
 from zotune.errors import ConfigError, UnknownNameError
 from zotune.integrations.trainer import ZOTrainingArguments
 from zotune.methods import METHODS
+from zotune.methods.zo_finetuner.recipe import MetaTrainConfig
 from zotune.optim import ZOConfig, ZOOptimizer, default_lr_eps
 from zotune.settings import shares_settings
 from zotune.train.config import TrainConfig
-from zotune.train.meta_train import MetaTrainConfig
 
 SRC = Path(zotune.__file__).parent
 ZO_FIELDS = {f.name: f for f in dataclasses.fields(ZOConfig)}

@@ -1,4 +1,5 @@
-"""The ``zotune`` command line: ``train``, ``eval``, ``replay``, ``bench``, ``meta-train`` and ``list``.
+"""The ``zotune`` command line: ``train``, ``eval``, ``replay``, ``plan``, ``push``, ``bench``, ``list``, and the
+recipes plug-ins register (``zotune.recipes``: ZO Fine-tuner's ``meta-train``).
 
 The only module that prints, reads the environment for logging, or seeds the process. Every ``ZotuneError``
 becomes one line on stderr and exit code 2.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import signal
@@ -113,6 +115,19 @@ def _with_default(help_text: str, default: Any) -> str:
     return help_text if "default" in help_text else f"{help_text} (default: {default})"
 
 
+def _say(line: str) -> None:
+    """A recipe's line of output (its ``run(args, say)``), flushed so that it comes before any progress bar."""
+    print(line, flush=True)
+
+
+def _recipes():
+    """``(name, RecipeSpec)`` of every registered recipe (the plug-ins register theirs when imported)."""
+    import zotune.methods  # noqa: F401  (registers the methods' recipes)
+    from zotune.recipes import RECIPES
+
+    return [(name, RECIPES.get(name)) for name in RECIPES.names()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zotune import __version__
     from zotune.settings import RENAMED
@@ -200,17 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run nothing: write the CSV, table and plots from the runs finished so far")
     bench.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
-    meta = sub.add_parser("meta-train", help="meta-train a ZO Fine-tuner controller for a model on one task",
-                          argument_default=argparse.SUPPRESS)
-    from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe
-    from zotune.train.meta_train import MetaTrainConfig
-
-    for owner in (MetaTrainConfig, MetaRecipe):
-        _add_setting_flags(meta, owner, skip=("recipe", "resume", "overwrite"))
-    meta.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
-    meta.add_argument("--overwrite", action="store_true",
-                      help="replace an existing --out file and an earlier run's files in --output-dir")
-    meta.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    for name, spec in _recipes():  # the subcommands plug-ins add (zotune.recipes)
+        spec_parser = sub.add_parser(name, help=spec.help, argument_default=argparse.SUPPRESS)
+        importlib.import_module(spec.module).add_arguments(spec_parser, _add_setting_flags)
 
     sub.add_parser("list", help="list methods, update rules, noises, tasks and built-in assets")
     return parser
@@ -442,32 +449,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_meta_train(args: argparse.Namespace) -> int:
-    from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe
-    from zotune.train.meta_train import MetaTrainConfig, meta_train
-
-    values = dict(vars(args))
-    progress = values.pop("progress", True)
-    values.pop("command", None)
-    recipe_keys = {f.name for f in dataclasses.fields(MetaRecipe)}
-    recipe = MetaRecipe(**{k: v for k, v in values.items() if k in recipe_keys})
-    config = MetaTrainConfig(**{k: v for k, v in values.items() if k not in recipe_keys}, recipe=recipe)
-    import torch
-
-    torch.manual_seed(recipe.seed)
-    print(f"zotune: meta-training a ZO Fine-tuner controller for {config.model} on {config.task}: "
-          f"{recipe.epochs} epochs (reset every {recipe.reset_every}), batch {recipe.batch_size}, "
-          f"model lr {recipe.model_lr}, meta lr {recipe.meta_lr}, alpha {recipe.alpha}", flush=True)
-    result = meta_train(config, progress=progress)
-    done = "" if result.steps == result.total_steps else f" (of {result.total_steps}; --resume goes on)"
-    print(f"{result.steps} meta steps{done} in {result.seconds:.0f} s; last loss {result.last.get('loss', 0):.4f}, "
-          f"meta-loss {result.last.get('meta_loss', 0):.4f}")
-    print(f"  controller {result.controller}  (use: zotune train --method zo-finetuner "
-          f"--option controller={result.controller})")
-    print(f"  logs       {config.output_dir}")
-    return 0
-
-
 def _cmd_plan(args: argparse.Namespace) -> int:
     from zotune.train.plan import available_memory, format_plan, plan_rows, read_shape
 
@@ -533,9 +514,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "bench": _cmd_bench,
-                   "meta-train": _cmd_meta_train, "plan": _cmd_plan, "push": _cmd_push, "list": _cmd_list}[args.command]
-        return handler(args)
+        handlers = {"train": _cmd_train, "eval": _cmd_eval, "replay": _cmd_replay, "bench": _cmd_bench,
+                    "plan": _cmd_plan, "push": _cmd_push, "list": _cmd_list}
+        if args.command in handlers:
+            return handlers[args.command](args)
+        from zotune.recipes import RECIPES
+
+        return importlib.import_module(RECIPES.get(args.command).module).run(args, _say)
     except ZotuneError as exc:
         print(f"zotune: error: {exc}", file=sys.stderr)
         return 2
