@@ -1,8 +1,12 @@
-"""Checkpoints: trainable weights (safetensors), optimizer state (tensors only) and loop state (JSON).
+"""Checkpoints: a folder of named parts, each a stateful object saved to its own file, and the loop state (JSON).
 
-A checkpoint folder is written beside its final place, fsynced and renamed over it (``zotune.files.durable``), so a
-process killed at any moment leaves the previous checkpoint or the new one, whole. Nothing is pickled: the
-optimizer file loads with ``weights_only=True``.
+Every recipe checkpoints through ``save_parts`` / ``load_parts``: a part is any object with ``state_dict()`` and
+``load_state_dict()`` (the optimizer, ZO Fine-tuner's meta-trainer, ``TrainableWeights`` for a model), saved as
+safetensors when its file ends in ``.safetensors`` (a flat dict of tensors) and with ``torch.save`` otherwise
+(tensors and plain values only). ``zotune train``'s parts are ``weights.safetensors`` and ``optimizer.pt``. A
+checkpoint folder is written beside its final place, fsynced and renamed over it (``zotune.files.durable``), so a
+process killed at any moment leaves the previous checkpoint or the new one, whole. Nothing is pickled: ``.pt``
+files load with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from zotune.errors import StateError
 from zotune.files.durable import previous_folder, replace_folder
 
-__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "load_best", "trainable_state", "load_trainable_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "load_best", "trainable_state",
+           "load_trainable_state", "TrainableWeights", "save_parts", "load_parts"]
 
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -44,6 +49,43 @@ def load_trainable_state(model: torch.nn.Module, weights: dict[str, torch.Tensor
             params[name].copy_(tensor)
 
 
+class TrainableWeights:
+    """A model's trainable parameters as a checkpoint part (``trainable_state`` / ``load_trainable_state``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return trainable_state(self.model)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(self.model, state)
+
+
+def save_parts(folder: str | Path, parts: dict[str, Any], extra: Any = None) -> None:
+    """Write each part's state to ``folder/<its file name>`` as one atomic folder; ``extra(tmp)`` may add files."""
+    def write(tmp: Path) -> None:
+        for name, part in parts.items():
+            if name.endswith(".safetensors"):
+                save_file(part.state_dict(), str(tmp / name))
+            else:
+                torch.save(part.state_dict(), tmp / name)
+        if extra is not None:
+            extra(tmp)
+
+    replace_folder(folder, write)
+
+
+def load_parts(folder: str | Path, parts: dict[str, Any]) -> None:
+    """Load each part's state from ``folder/<its file name>`` (the files ``save_parts`` wrote)."""
+    folder = Path(folder)
+    for name, part in parts.items():
+        if name.endswith(".safetensors"):
+            part.load_state_dict(load_file(str(folder / name)))
+        else:
+            part.load_state_dict(torch.load(folder / name, weights_only=True))
+
+
 def load_best(model: torch.nn.Module, folder: str | Path) -> None:
     """Load the trainable weights of a best-dev folder written by ``save_pretrained`` (a full model, or a peft
     model's adapter alone) into ``model``."""
@@ -57,13 +99,14 @@ def load_best(model: torch.nn.Module, folder: str | Path) -> None:
     load_trainable_state(model, {k: saved[k] for k in trainable_state(model)})
 
 
-def save_checkpoint(folder: str | Path, model, optimizer, loop_state: dict[str, Any]) -> None:
-    def write(tmp: Path) -> None:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-        (tmp / LOOP).write_text(json.dumps(loop_state, indent=1), encoding="utf-8")
+def _training_parts(model, optimizer) -> dict[str, Any]:
+    return {WEIGHTS: TrainableWeights(model), OPTIMIZER: optimizer}
 
-    replace_folder(folder, write)
+
+def save_checkpoint(folder: str | Path, model, optimizer, loop_state: dict[str, Any]) -> None:
+    """``zotune train``'s checkpoint: the trainable weights, the optimizer and the loop state."""
+    save_parts(folder, _training_parts(model, optimizer),
+               extra=lambda tmp: (tmp / LOOP).write_text(json.dumps(loop_state, indent=1), encoding="utf-8"))
 
 
 def find_checkpoint(folder: str | Path) -> Path | None:
@@ -88,8 +131,7 @@ def load_checkpoint(folder: str | Path, model, optimizer) -> dict[str, Any]:
     except (OSError, ValueError, StateError) as exc:
         raise StateError(f"Corrupt checkpoint in {folder}: {exc}") from exc
     try:
-        load_trainable_state(model, load_file(str(folder / WEIGHTS)))
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER, weights_only=True))
+        load_parts(folder, _training_parts(model, optimizer))
     except StateError:
         raise
     except Exception as exc:

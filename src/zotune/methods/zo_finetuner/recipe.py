@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from zotune.assets import fit_to_context, load_model
 from zotune.errors import ConfigError, Interrupted, StateError
-from zotune.files.durable import atomic_write, atomic_write_text, check_writable, replace_folder
+from zotune.files.durable import atomic_write, atomic_write_text, check_writable
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.methods.zo_finetuner.controller import ControllerBank
 from zotune.methods.zo_finetuner.meta_gradient import MetaRecipe, MetaTrainer
 from zotune.settings import is_int, shares_settings
 from zotune.tasks import TASKS, encode, load_splits, sample_splits, task_loss
-from zotune.train.checkpoint import load_trainable_state, trainable_state
+from zotune.train.checkpoint import TrainableWeights, load_parts, save_parts
 from zotune.train.config import TrainConfig, setting_problems
 from zotune.train.logging import JsonlLogger, read_jsonl
 from zotune.train.loop import batch_indices, truncate_log
@@ -90,12 +89,14 @@ class MetaTrainResult:
     last: dict[str, float]
 
 
+def _parts(model, trainer: MetaTrainer) -> dict[str, Any]:
+    """The checkpoint's parts besides the controller, which is saved whole (with its metadata) and read first, to
+    build the trainer around it."""
+    return {_WEIGHTS: TrainableWeights(model), _STATE: trainer}
+
+
 def _save(folder: Path, model, trainer: MetaTrainer) -> None:
-    def write(tmp: Path) -> None:
-        save_file(trainable_state(model), str(tmp / _WEIGHTS))
-        trainer.bank.save(tmp / _CONTROLLER)
-        torch.save(trainer.state_dict(), tmp / _STATE)
-    replace_folder(folder, write)
+    save_parts(folder, _parts(model, trainer), extra=lambda tmp: trainer.bank.save(tmp / _CONTROLLER))
 
 
 def meta_train(config: MetaTrainConfig, *, progress: bool = True) -> MetaTrainResult:
@@ -149,8 +150,7 @@ def _meta_train(config: MetaTrainConfig, *, progress: bool) -> MetaTrainResult:
     trainer = MetaTrainer(model, bank, recipe, steps_per_epoch=steps_per_epoch)
     if resume:
         try:
-            load_trainable_state(model, load_file(str(checkpoint / _WEIGHTS)))
-            trainer.load_state_dict(torch.load(checkpoint / _STATE, weights_only=True))
+            load_parts(checkpoint, _parts(model, trainer))
         except (OSError, KeyError, RuntimeError, ValueError) as exc:
             raise StateError(f"Cannot resume from {checkpoint}: {exc}") from exc
     trainer.bank.metadata = bank.metadata
