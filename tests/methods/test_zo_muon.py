@@ -101,17 +101,19 @@ def test_p_is_kept_for_interval_steps_drawn_anew_after_them_and_survives_a_state
     assert all(torch.equal(a, b) for a, b in zip(straight, _bases(resumed, 3, loss2)))
 
 
-def test_in_place_and_deferred_probes_give_the_same_losses():
+@pytest.mark.parametrize("method, options", [("zo-muon", {"interval": 2, "rank": 4, "vector_lr": 1e-3}),
+                                             ("lozo", {"interval": 2})])
+def test_in_place_and_deferred_low_rank_probes_give_the_same_losses(method, options):
     losses = {}
     for mode in ("in_place", "deferred"):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.Tanh(), torch.nn.Linear(6, 1))
         x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
-        opt = ZOOptimizer(model, method="zo-muon", lr=1e-2, eps=1e-3, seed=2, perturbation=mode,
-                          method_options={"interval": 2, "rank": 4, "vector_lr": 1e-3})
+        opt = ZOOptimizer(model, method=method, lr=1e-2, eps=1e-3, seed=2, perturbation=mode,
+                          method_options=options)
         for _ in range(5):
             opt.step(lambda: model(x).pow(2).mean())
-        losses[mode] = [loss for probe in opt.last_probes for loss in (probe.at_theta, *probe.losses)]
+        losses[mode] = [loss for probe in opt.last_probes for loss in (probe.at_theta or 0.0, *probe.losses)]
     torch.testing.assert_close(torch.tensor(losses["in_place"]), torch.tensor(losses["deferred"]),
                                rtol=1e-5, atol=1e-6)
 
@@ -143,3 +145,13 @@ def test_bad_settings_are_refused_in_one_line(settings, message):
     with pytest.raises(ConfigError, match=message) as error:
         ZOOptimizer([w], method="zo-muon", **settings)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("method", ["zo-muon", "lozo"])
+@pytest.mark.parametrize("seed", [-1, 2**63, "7", True, None])
+def test_a_corrupt_period_seed_is_refused(method, seed):
+    from zotune.errors import StateError
+
+    opt = ZOOptimizer([torch.nn.Parameter(torch.zeros(3, 3))], method=method)
+    with pytest.raises(StateError, match=f"Corrupt {method} state: period_seed is"):
+        opt.method.load_state_dict({"period_seed": seed})

@@ -27,12 +27,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from zotune.errors import ConfigError
+from zotune.errors import ConfigError, StateError
 from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginSpec
 from zotune.perturb import NoiseSource, StepPlan
 
 __all__ = [
-    "MethodConfig", "Method", "OneSidedMethod", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
+    "MethodConfig", "Method", "OneSidedMethod", "LazySubspace", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
     "build_method", "check_option_types",
 ]
 
@@ -188,6 +188,27 @@ class OneSidedMethod(Method):
         self.engine.perturb(seed, eps, plan)
         loss = loss_fn()
         return Probe(seed, (loss - self._at_theta) / eps, (loss,), restore=(seed, -eps), at_theta=self._at_theta)
+
+
+class LazySubspace:
+    """A seed drawn from the step's own stream every ``config.interval`` steps, from which a method regenerates the
+    subspace its directions live in for that period (LOZO's V, ZO-Muon's P); kept in the method's state, so that a
+    resumed run keeps the same subspace. Mixed into a ``Method``, whose ``plan`` calls ``new_period`` first."""
+
+    period_seed = 0  # set by the first step's plan
+
+    def new_period(self, step: int, generator: torch.Generator) -> None:
+        if step % self.config.interval == 0:
+            self.period_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"period_seed": self.period_seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        seed = state.get("period_seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise StateError(f"Corrupt {self.config.name} state: period_seed is {seed!r}")
+        self.period_seed = seed
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from zotune.errors import ZotuneWarning
 from zotune.perturb.normal import standard_normal
 from zotune.registry import Registry
 
-__all__ = ["CHUNK", "SERIAL_SLICE", "SMALL_BLOCK", "chunks", "serially", "NoiseSource", "NoiseReader", "GaussianNoise",
+__all__ = ["CHUNK", "SERIAL_SLICE", "SMALL_BLOCK", "chunks", "serially", "NoiseSource", "NoiseReader",
+           "LowRankReader", "FactoredNoise", "as_matrix", "GaussianNoise",
            "RademacherNoise", "TorchGaussianNoise", "NOISES", "rademacher_signs", "add_rademacher_signs",
            "gaussian_values", "add_gaussian_values"]
 
@@ -129,6 +130,61 @@ class _TorchGaussianReader(NoiseReader):
 
 
 _MASK32 = 0xFFFFFFFF
+
+
+def as_matrix(shape: torch.Size) -> tuple[int, int] | None:
+    """(m, n) of a block perturbed in low rank: a tensor of 2 or more dims, as (shape[0], the rest); else None."""
+    if len(shape) < 2:
+        return None
+    cols = 1
+    for size in shape[1:]:
+        cols *= size
+    return shape[0], cols
+
+
+class LowRankReader(NoiseReader):
+    """A matrix block's z = U Vᵀ, given by ``factors`` (LOZO's, ZO-Muon's). Adding ``c z`` to the matrix is one
+    ``addmm_`` pass over it (r (m + n) random values, no m x n temporary); only ``fill`` (the elementwise update
+    rules, which need the block's estimate as a tensor) forms U Vᵀ.
+
+    Args:
+        shape: the block as a matrix (``as_matrix``).
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+
+    def factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        u, v = self.factors(out.device)
+        torch.mm(u, v.T, out=out.view(self.shape))
+        return out
+
+    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
+        u, v = self.factors(target.device)
+        target.view(self.shape).addmm_(u, v.T, alpha=coef)
+
+
+class FactoredNoise(NoiseSource):
+    """Directions that are low-rank on matrix blocks (``matrix_reader``, a ``LowRankReader``) and drawn from another
+    distribution, ``vectors``, on the rest (norm scales, biases): LOZO's and ZO-Muon's."""
+
+    serial = False  # addmm_ already uses every thread
+
+    def __init__(self, vectors: NoiseSource) -> None:
+        self.vectors = vectors
+
+    def reader(self, seed: int) -> NoiseReader:
+        return self.vectors.reader(seed)
+
+    def block_reader(self, seed: int, block) -> NoiseReader:
+        shape = as_matrix(block.param.shape)
+        return self.vectors.reader(seed) if shape is None else self.matrix_reader(seed, block, shape)
+
+    def matrix_reader(self, seed: int, block, shape: tuple[int, int]) -> LowRankReader:
+        raise NotImplementedError
 
 
 def _to_int32(value: int) -> int:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from zotune.errors import ConfigError, StateError
-from zotune.methods.base import Method
+from zotune.errors import ConfigError
+from zotune.methods.base import LazySubspace, Method
 from zotune.methods.lozo.config import LOZOConfig
 from zotune.methods.lozo.momentum import LowRankMomentum
 from zotune.methods.lozo.noise import LowRankNoise
@@ -25,12 +25,8 @@ from zotune.perturb import NoiseSource, StepPlan
 __all__ = ["LOZO"]
 
 
-class LOZO(Method):
+class LOZO(LazySubspace, Method):
     config: LOZOConfig
-
-    def __init__(self, config: LOZOConfig) -> None:
-        super().__init__(config)
-        self.period_seed = 0  # set by the first step's plan
 
     def noise_source(self) -> NoiseSource:
         return LowRankNoise(self.config.rank, lambda: self.period_seed)
@@ -44,15 +40,5 @@ class LOZO(Method):
         return LowRankMomentum(self.config.beta)
 
     def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
-        if step % self.config.interval == 0:  # a new lazy period: a new V for every matrix
-            self.period_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        self.new_period(step, generator)  # every `interval` steps, a new V for every matrix
         return sampled
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"period_seed": self.period_seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        seed = state.get("period_seed")
-        if not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise StateError(f"Corrupt LOZO state: period_seed is {seed!r}")
-        self.period_seed = seed

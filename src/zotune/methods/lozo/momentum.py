@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zotune.methods.lozo.noise import as_matrix
+from zotune.perturb.noise import as_matrix
 
 __all__ = ["LowRankMomentum"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from zotune.errors import ConfigError, StateError
-from zotune.methods.base import OneSidedMethod
+from zotune.errors import ConfigError
+from zotune.methods.base import LazySubspace, OneSidedMethod
 from zotune.methods.zo_muon.config import ZOMuonConfig
 from zotune.methods.zo_muon.noise import SubspaceNoise
 from zotune.methods.zo_muon.update import OrthogonalizedUpdate
@@ -25,12 +25,11 @@ from zotune.perturb import NoiseSource, StepPlan
 __all__ = ["ZOMuon"]
 
 
-class ZOMuon(OneSidedMethod):
+class ZOMuon(LazySubspace, OneSidedMethod):
     config: ZOMuonConfig
 
     def __init__(self, config: ZOMuonConfig) -> None:
         super().__init__(config)
-        self.period_seed = 0  # set by the first step's plan
         self._noise = SubspaceNoise(config.rank, lambda: self.period_seed)
 
     def noise_source(self) -> NoiseSource:
@@ -45,15 +44,5 @@ class ZOMuon(OneSidedMethod):
         return OrthogonalizedUpdate(self.config.ns_steps, self.config.vector_lr)
 
     def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
-        if step % self.config.interval == 0:  # a new period: a new P for every matrix
-            self.period_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        self.new_period(step, generator)  # every `interval` steps, a new P for every matrix
         return super().plan(step, generator, sampled)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"period_seed": self.period_seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        seed = state.get("period_seed")
-        if not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise StateError(f"Corrupt ZO-Muon state: period_seed is {seed!r}")
-        self.period_seed = seed

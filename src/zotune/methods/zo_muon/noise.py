@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from zotune.methods.lozo.noise import as_matrix
-from zotune.perturb import NOISES, NoiseSource, mix_seed
-from zotune.perturb.noise import NoiseReader
+from zotune.perturb import NOISES, mix_seed
+from zotune.perturb.noise import FactoredNoise, LowRankReader, as_matrix
 
 __all__ = ["SubspaceNoise", "orthonormal_basis"]
 
@@ -30,7 +29,7 @@ def orthonormal_basis(rows: int, rank: int, seed: int) -> torch.Tensor:
     return q * signs
 
 
-class SubspaceNoise(NoiseSource):
+class SubspaceNoise(FactoredNoise):
     """z = P Ψ in each matrix's subspace of dimension ``rank``; z ~ N(0, I) for the other tensors.
 
     Args:
@@ -39,21 +38,14 @@ class SubspaceNoise(NoiseSource):
     """
 
     name = "zo-muon-subspace"
-    serial = False  # addmm_ and the counter-based Gaussian already use every thread
 
     def __init__(self, rank: int, period_seed: Callable[[], int]) -> None:
+        super().__init__(NOISES.get("gaussian"))
         self.rank = rank
         self.period_seed = period_seed
-        self._gaussian = NOISES.get("gaussian")
         self._bases: dict[int, tuple[int, torch.Tensor]] = {}  # block index -> (period seed, P)
 
-    def reader(self, seed: int) -> NoiseReader:
-        return self._gaussian.reader(seed)
-
-    def block_reader(self, seed: int, block) -> NoiseReader:
-        shape = as_matrix(block.param.shape)
-        if shape is None:
-            return self._gaussian.reader(seed)
+    def matrix_reader(self, seed: int, block, shape: tuple[int, int]) -> LowRankReader:
         return _SubspaceReader(seed, self.basis(block), shape)
 
     def basis(self, block) -> torch.Tensor:
@@ -67,19 +59,11 @@ class SubspaceNoise(NoiseSource):
         return cached[1]
 
 
-class _SubspaceReader(NoiseReader):
+class _SubspaceReader(LowRankReader):
     def __init__(self, seed: int, basis: torch.Tensor, shape: tuple[int, int]) -> None:
-        self.seed, self.basis, self.shape = seed, basis, shape
+        super().__init__(shape)
+        self.seed, self.basis = seed, basis
 
     def factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         coords = torch.randn(self.shape[1], self.basis.shape[1], generator=torch.Generator().manual_seed(self.seed))
         return self.basis.to(device), coords.to(device)  # (P, Ψᵀ): z = P Ψ
-
-    def fill(self, out: torch.Tensor) -> torch.Tensor:
-        p, psi_t = self.factors(out.device)
-        torch.mm(p, psi_t.T, out=out.view(self.shape))
-        return out
-
-    def add_to(self, target: torch.Tensor, coef: float, buffer: torch.Tensor, *, serial: bool = False) -> None:
-        p, psi_t = self.factors(target.device)
-        target.view(self.shape).addmm_(p, psi_t.T, alpha=coef)
