@@ -1,4 +1,4 @@
-"""ZO-Muon's step (Lang et al., arXiv 2602.17155, section 4): each matrix moves along P msign(Ĝ).
+"""ZO-Muon's step (Lang et al., arXiv 2602.17155): each matrix moves along P msign(Ĝ).
 
 For a matrix block with the period's projection P (m x k) and the step's directions P Ψ_i, the estimate is
 P Ĝ with Ĝ = sum_i c_i Ψ_i (k x n, c_i each direction's share: g_i / N), so Ĝ is the gradient estimate in the
