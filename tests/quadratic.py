@@ -1,4 +1,5 @@
-"""A quadratic to measure estimators on: L(x) = x'Hx/2 with H positive definite, and the mean step over trials."""
+"""Quadratics to measure estimators on: L(x) = x'Hx/2 with H positive definite, a weighted one over a matrix, and
+the mean step over trials."""
 
 import torch
 
@@ -12,6 +13,16 @@ def quadratic(seed=0):
     hessian = a @ a.T / DIM + torch.eye(DIM)
     x = torch.nn.Parameter(torch.randn(DIM, generator=g))
     return x, hessian, (lambda: 0.5 * x @ hessian @ x)
+
+
+def matrix_quadratic(seed=0, shape=(6, 5)):
+    """``(w, loss, gradient)``: a matrix parameter and sum(scale (w - target)^2), from ``seed`` (LOZO's and ZO-Muon's
+    tests: their directions are low-rank on matrices)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.nn.Parameter(torch.randn(shape, generator=g))
+    target = torch.randn(shape, generator=g)
+    scale = torch.rand(shape, generator=g) + 0.5
+    return w, (lambda: (scale * (w - target) ** 2).sum()), 2 * scale * (w.detach() - target)
 
 
 def mean_step(x, loss, build, trials=4000):

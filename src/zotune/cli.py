@@ -1,7 +1,8 @@
 """The ``zotune`` command line: ``train``, ``eval``, ``replay``, ``plan``, ``push``, ``bench``, ``list``, and the
 recipes plug-ins register (``zotune.recipes``: ZO Fine-tuner's ``meta-train``).
 
-The only module that prints, reads the environment for logging, or seeds the process. Every ``ZotuneError``
+The only module that prints, reads the environment for logging, or seeds the process (with the ``run`` of a
+recipe, which it calls). Every ``ZotuneError``
 becomes one line on stderr and exit code 2.
 """
 

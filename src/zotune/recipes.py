@@ -2,10 +2,9 @@
 
 A recipe is a module with ``add_arguments(parser, add_setting_flags)`` (its flags; the second argument adds one
 flag per field of a settings dataclass, as ``zotune train``'s) and ``run(args, say) -> int`` (the exit code;
-``say(line)`` prints, since the command line is the only module that does). A plug-in
-registers it by the module's dotted path, so registering imports nothing: the command line imports the module
-when it builds its parser, and a recipe may use the training components (``zotune.train``) that the plug-in
-itself must not import.
+``say(line)`` prints, since the command line is the only module that does). A plug-in registers it by the
+module's dotted path, so registering imports nothing: the command line imports the module when it builds its
+parser, and a recipe may use the training components (``zotune.train``) that the plug-in itself must not import.
 """
 
 from __future__ import annotations

@@ -3,24 +3,16 @@
 import pytest
 import torch
 
-from quadratic import mean_step
+from quadratic import matrix_quadratic, mean_step
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
 from zotune.methods.lozo.noise import _LowRankReader
 
 
-def _matrix_quadratic(seed=0, shape=(6, 5)):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.nn.Parameter(torch.randn(shape, generator=g))
-    target = torch.randn(shape, generator=g)
-    scale = torch.rand(shape, generator=g) + 0.5
-    return w, (lambda: (scale * (w - target) ** 2).sum()), 2 * scale * (w.detach() - target)
-
-
 def test_the_estimate_is_r_times_the_gradient_on_a_quadratic():
     """E[z zᵀ] = r I for z = U Vᵀ with fresh U and V (interval 1): the expected step is r times the gradient (the
     public code has no 1/r), and central differences are exact on a quadratic. 3000 trials at r = 2."""
-    w, loss, grad = _matrix_quadratic()
+    w, loss, grad = matrix_quadratic()
     mean = mean_step(w, loss, lambda seed: ZOOptimizer([w], method="lozo", lr=1.0, eps=1e-3, seed=seed,
                                                        method_options={"rank": 2, "interval": 1}), trials=3000)
     assert (mean - 2 * grad).norm() / (2 * grad).norm() < 0.12
@@ -37,7 +29,7 @@ def _directions(opt, steps, loss):
 
 
 def test_v_is_kept_for_interval_steps_and_drawn_anew_after_them():
-    w, loss, _ = _matrix_quadratic()
+    w, loss, _ = matrix_quadratic()
     opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3, seed=1, method_options={"rank": 2, "interval": 4})
     z = _directions(opt, 8, loss)
     first, second = torch.cat(z[:4]), torch.cat(z[4:])  # rows of every direction of a period
@@ -47,12 +39,12 @@ def test_v_is_kept_for_interval_steps_and_drawn_anew_after_them():
 
 
 def test_the_lazy_v_survives_a_state_dict_round_trip():
-    w, loss, _ = _matrix_quadratic()
+    w, loss, _ = matrix_quadratic()
     opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3, seed=1, method_options={"interval": 4})
     _directions(opt, 2, loss)
     state = opt.state_dict()
     straight = _directions(opt, 2, loss)
-    w2, loss2, _ = _matrix_quadratic()
+    w2, loss2, _ = matrix_quadratic()
     resumed = ZOOptimizer([w2], method="lozo", lr=1e-3, eps=1e-3, seed=99, method_options={"interval": 4})
     resumed.load_state_dict(state)
     with torch.no_grad():
@@ -68,7 +60,7 @@ def test_an_sgd_step_never_forms_the_m_by_n_direction(monkeypatch):
         raise AssertionError("formed U V^T")
 
     monkeypatch.setattr(_LowRankReader, "fill", forbidden)
-    w, loss, _ = _matrix_quadratic()
+    w, loss, _ = matrix_quadratic()
     opt = ZOOptimizer([w], method="lozo", lr=1e-3, eps=1e-3)
     for _ in range(3):
         opt.step(loss)
@@ -130,7 +122,7 @@ def test_low_rank_output_equals_the_perturbed_weight_to_rounding():
 def _lozo_m_against_a_dense_average(steps, interval, beta=0.9, lr=1e-2):
     """LOZO-M's weights after ``steps`` steps, and the same run's weights from a dense m x n average of the same
     estimates (each c U Vᵀ formed whole), carrying the average into a new V's subspace as the paper does."""
-    w, loss, _ = _matrix_quadratic()
+    w, loss, _ = matrix_quadratic()
     start = w.detach().clone()
     opt = ZOOptimizer([w], method="lozo", lr=lr, eps=1e-3, seed=4,
                       method_options={"rank": 2, "interval": interval, "beta": beta})
@@ -159,7 +151,7 @@ def test_lozo_m_equals_a_dense_momentum_of_the_same_estimates():
 
 
 def test_lozo_m_keeps_r_times_m_plus_n_values_a_matrix_and_composes_with_sgd_only():
-    w, loss, _ = _matrix_quadratic(shape=(6, 5))
+    w, loss, _ = matrix_quadratic(shape=(6, 5))
     bias = torch.nn.Parameter(torch.zeros(5))
     opt = ZOOptimizer([("w", w), ("bias", bias)], method="lozo", lr=1e-3, method_options={"rank": 2, "beta": 0.9})
     opt.step(loss)
@@ -172,7 +164,7 @@ def test_lozo_m_keeps_r_times_m_plus_n_values_a_matrix_and_composes_with_sgd_onl
 def test_lozo_m_with_beta_0_is_lozo_bitwise():
     runs = []
     for options in ({}, {"beta": 0.0}):
-        w, loss, _ = _matrix_quadratic()
+        w, loss, _ = matrix_quadratic()
         opt = ZOOptimizer([w], method="lozo", lr=1e-2, seed=5, method_options=options)
         for _ in range(5):
             opt.step(loss)

@@ -32,8 +32,8 @@ from zotune.methods.plugins import Plugin, PluginConfig, PluginRegistry, PluginS
 from zotune.perturb import NoiseSource, StepPlan
 
 __all__ = [
-    "MethodConfig", "Method", "OneSidedMethod", "LazySubspace", "Probe", "MethodSpec", "METHODS", "LossFn", "FreshLossFn", "register_method",
-    "build_method", "check_option_types",
+    "MethodConfig", "Method", "OneSidedMethod", "LazySubspace", "Probe", "MethodSpec", "METHODS", "LossFn",
+    "FreshLossFn", "register_method", "build_method", "check_option_types",
 ]
 
 LossFn = Callable[[], float]

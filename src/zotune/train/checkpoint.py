@@ -12,6 +12,7 @@ files load with ``weights_only=True``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class TrainableWeights:
         load_trainable_state(self.model, state)
 
 
-def save_parts(folder: str | Path, parts: dict[str, Any], extra: Any = None) -> None:
+def save_parts(folder: str | Path, parts: dict[str, Any], extra: Callable[[Path], None] | None = None) -> None:
     """Write each part's state to ``folder/<its file name>`` as one atomic folder; ``extra(tmp)`` may add files."""
     def write(tmp: Path) -> None:
         for name, part in parts.items():
