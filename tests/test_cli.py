@@ -296,6 +296,7 @@ def test_no_save_best_lists_no_best_folder(tiny_model_dir, tiny_data_dir, tmp_pa
 
 
 def test_a_registered_recipe_is_a_subcommand(tmp_path, monkeypatch, capsys):
+    import zotune.methods  # noqa: F401  (registers the methods' recipes before the registry is copied below)
     from zotune.recipes import RECIPES, register_recipe
 
     (tmp_path / "hello_recipe.py").write_text(
@@ -313,3 +314,14 @@ def test_a_registered_recipe_is_a_subcommand(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:  # its flags are checked like the built-in commands'
         main(["hello", "--bad"])
     assert exit_.value.code == 2 and "unrecognized arguments: --bad" in capsys.readouterr().err
+
+
+def test_the_subcommands_are_the_registered_recipes():
+    """The command line holds no subcommand of its own: each is a recipe, the built-in ones first."""
+    import argparse
+
+    from zotune.recipes import BUILT_IN, RECIPES
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [*BUILT_IN, *(n for n in RECIPES.names() if n not in BUILT_IN)]
+    assert "meta-train" in sub.choices and set(RECIPES.names()) == set(sub.choices)

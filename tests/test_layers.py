@@ -17,7 +17,7 @@ LAYERS = [
     {"assets", "tasks"},
     {"integrations", "trainer"},
     {"train"},
-    {"bench", "cli", "__main__", "__init__"},
+    {"bench", "commands", "cli", "__main__", "__init__"},
 ]
 
 

@@ -194,6 +194,7 @@ def _meta_train(config: MetaTrainConfig, *, progress: bool) -> MetaTrainResult:
 
 def add_arguments(parser: argparse.ArgumentParser, add_setting_flags) -> None:
     """``zotune meta-train``'s flags: one per setting of the run and of its recipe."""
+    parser.argument_default = argparse.SUPPRESS  # a flag not given leaves the setting's default to the config
     for owner in (MetaTrainConfig, MetaRecipe):
         add_setting_flags(parser, owner, skip=("recipe", "resume", "overwrite"))
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
