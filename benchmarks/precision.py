@@ -4,7 +4,7 @@ Runs (or reuses: finished runs are skipped) ``configs/bench/precision.yaml`` and
 accuracy and final training loss (mean ± std over 3 seeds), their paired differences (bf16 minus fp32, with a 95%
 interval), the seconds per step, and the CPU: the evidence behind ``autocast: auto``.
 
-    python benchmarks/precision.py --data-dir ../shared/data
+    python benchmarks/precision.py     # Rotten Tomatoes is built in: no --data-dir
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from zotune.train.machine import cpu_info
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="configs/bench/precision.yaml")
-    parser.add_argument("--data-dir", help="the data folder (Rotten Tomatoes is built in: not needed)")
+    parser.add_argument("--data-dir", help="a data folder that has rotten_tomatoes/ (by default the built-in data)")
     args = parser.parse_args()
     config = load_bench_config(args.grid)
     if args.data_dir:
         config.common["data_dir"] = args.data_dir
-    run_grid(config, progress=False)
+    failed = [o for o in run_grid(config, progress=False) if o.status == "failed"]
+    for outcome in failed:
+        print(f"{outcome.run.method}, seed {outcome.run.seed} failed: {outcome.message}")
     rows = {(r.run.method, r.run.seed): r.row() for r in collect(config) if r.finished}
     info = cpu_info()
     print(f"CPU: {info['cpu_model']} (bf16 flags: {', '.join(info['cpu_bf16']) or 'none'})")
@@ -45,6 +47,8 @@ def main() -> None:
              if ("fp32", s) in rows and ("bf16-autocast", s) in rows]
     if pairs:
         print(f"bf16 - fp32, held-out points: {_interval_cell([100 * (b['score'] - a['score']) for a, b in pairs])}")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
