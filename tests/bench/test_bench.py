@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import json
 import os
@@ -282,3 +283,33 @@ def test_paired_differences_come_with_a_t_interval_and_say_when_it_holds_zero():
     assert _interval_cell([2.0, 2.1, 1.9, 2.0]) == "+2.0 [+1.9, +2.1] (W/L 4/0)"
     assert _interval_cell([-1.0, 0.0]).endswith("(W/L 0/1, not distinguishable)")
     assert paired_interval([5.0]) is None and _interval_cell([]) == "—"
+
+
+def test_part_of_a_grid_runs_alone_and_the_rest_completes_it(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0, 1],
+                 budget={"steps": 2})
+    assert main(["bench", str(grid), "--in-process", "--no-progress", "--methods", "mezo-rademacher",
+                 "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] mezo-rademacher on rotten_tomatoes, seed 1" in out and "runs: 1 done" in out
+    rows = {(r["method"], r["seed"]): r["status"] for r in csv.DictReader((tmp_path / "bench" / "results.csv").open())}
+    assert rows == {("mezo", "0"): "missing", ("mezo-rademacher", "0"): "missing", ("mezo", "1"): "missing",
+                    ("mezo-rademacher", "1"): "finished"}  # the report covers the whole grid
+    assert main(["bench", str(grid), "--in-process", "--no-progress"]) == 0
+    assert "runs: 3 done, 1 skipped" in capsys.readouterr().out  # the part is the grid's own run
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--methods", "mezo,fzoo", "--methods fzoo: not in the grid, whose methods are mezo, mezo-rademacher"),
+    ("--tasks", "copa", "--tasks copa: not in the grid"),
+    ("--seeds", "7", "--seeds 7: not in the grid, whose seeds are 0, 1"),
+    ("--seeds", "one", "expected comma-separated integers"),
+])
+def test_choosing_what_the_grid_does_not_hold_is_one_line(flag, value, message, tiny_model_dir, tiny_data_dir,
+                                                           tmp_path, capsys):
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir)
+    with pytest.raises(SystemExit) if value == "one" else contextlib.nullcontext():
+        assert main(["bench", str(grid), "--report-only", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bench" / "runs").exists()

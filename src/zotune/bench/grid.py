@@ -20,6 +20,7 @@ data and batches under the same seed and seeds differ in their data, as in MeZO'
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,27 @@ class BenchConfig:
                         settings[BUDGETS[kind]] = amount
                     out.append(RunSpec(label, task, seed, settings))
         return out
+
+
+    def only(self, *, methods: list[str] | None = None, tasks: list[str] | None = None,
+             seeds: list[int] | None = None) -> BenchConfig:
+        """The same grid cut to the named methods, tasks and seeds (None: all), each in the grid's order: its runs
+        are the grid's own, with the same settings and folders, so running a part first and the rest later
+        gives the grid (a long grid can run the methods that decide a question first)."""
+
+        def pick(axis: str, names: list | None, known: list) -> list:
+            if names is None:
+                return known
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ConfigError(f"--{axis} {','.join(map(str, unknown))}: not in the grid, whose {axis} are "
+                                  f"{', '.join(map(str, known))}")
+            return [name for name in known if name in names]
+
+        return dataclasses.replace(
+            self, methods={m: self.methods[m] for m in pick("methods", methods, list(self.methods))},
+            tasks={t: self.tasks[t] for t in pick("tasks", tasks, list(self.tasks))},
+            seeds=pick("seeds", seeds, self.seeds))
 
 
 def _mapping(value: Any, where: str, other_axis: str) -> dict[str, dict[str, Any]]:

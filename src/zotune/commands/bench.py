@@ -16,9 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser, add_setting_flags) -> None:
                       help="run each run in its own process (default: the grid's `isolate` setting)")
     mode.add_argument("--in-process", dest="isolate", action="store_false", help="run every run in this process")
     parser.add_argument("--data-dir", help="the data folder of every run (overrides the grid's common data_dir)")
-    parser.add_argument("--force", action="store_true", help="rerun finished runs from scratch")
+    parser.add_argument("--methods", type=_names, metavar="A,B", help="run only these of the grid's methods")
+    parser.add_argument("--tasks", type=_names, metavar="A,B", help="run only these of the grid's tasks")
+    parser.add_argument("--seeds", type=_seeds, metavar="0,1", help="run only these of the grid's seeds")
+    parser.add_argument("--force", action="store_true", help="rerun finished runs from scratch (only those chosen)")
     parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: write the CSV, table and plots from the runs finished so far")
+                        help="run nothing: write the CSV, table and plots from the runs finished so far (the "
+                             "report always covers the whole grid)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -28,9 +32,10 @@ def run(args: argparse.Namespace, say) -> int:
     config = load_bench_config(args.grid)
     if args.data_dir:
         config.common["data_dir"] = args.data_dir
+    chosen = config.only(methods=args.methods, tasks=args.tasks, seeds=args.seeds)  # checked with --report-only too
     failed = []
     if not args.report_only:
-        outcomes = run_grid(config, isolate=args.isolate, force=args.force, progress=args.progress,
+        outcomes = run_grid(chosen, isolate=args.isolate, force=args.force, progress=args.progress,
                             on_event=_Progress(say))
         failed = [o for o in outcomes if o.status == "failed"]
         counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "resumed", "skipped", "failed")}
@@ -43,6 +48,17 @@ def run(args: argparse.Namespace, say) -> int:
         say(f"zotune: error: {outcome.run.method} on {outcome.run.task}, seed {outcome.run.seed} failed: "
             f"{outcome.message}", error=True)
     return 1 if failed else 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 class _Progress:
