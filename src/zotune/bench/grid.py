@@ -87,7 +87,6 @@ class BenchConfig:
                     out.append(RunSpec(label, task, seed, settings))
         return out
 
-
     def only(self, *, methods: list[str] | None = None, tasks: list[str] | None = None,
              seeds: list[int] | None = None) -> BenchConfig:
         """The same grid cut to the named methods, tasks and seeds (None: all), each in the grid's order: its runs
