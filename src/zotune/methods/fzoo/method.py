@@ -9,7 +9,8 @@ Per step, with l_0 = L(theta) and l_i = L(theta + eps u_i) for N Rademacher dire
 The unperturbed loss is evaluated once, before the first probe, and shared by the N probes (N + 1 forward passes a
 step; ``OneSidedMethod``). Each probe leaves its restore ``-eps u_i`` pending, so ``sgd`` folds the last one into
 the update. The normalisation divides every direction's projected gradient by sigma before the update
-(``finish``); sigma below ``sigma_floor`` counts as the floor. With ``normalize=False`` and N = 1 the step is one-sided SPSA.
+(``finish``); sigma below ``sigma_floor`` counts as the floor. With ``normalize=False`` and N = 1 the step is
+one-sided SPSA.
 """
 
 from __future__ import annotations

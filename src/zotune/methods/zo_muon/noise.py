@@ -3,9 +3,10 @@
 P (m x k, k = min(r, m)) is column-orthonormal: the Q factor of a Gaussian m x k matrix with the signs of R's
 diagonal moved into it, which makes it uniform (Haar) over such matrices. It comes from the seed of the current
 period and the block's index, is computed once a period and cached (r values per row of each matrix, each
-replaced by the next period's when that is first drawn), and is never saved: a resumed run recomputes it from the period seed. Ψ (k x n) is Gaussian from
-the direction's seed. Adding ``c z`` to a matrix is one ``addmm_`` pass over it; deferred perturbation adds
-``c (x Ψᵀ) Pᵀ``-style low-rank terms to the layer's output instead (``NoiseReader.factors`` gives ``(P, Ψᵀ)``).
+replaced by the next period's when that is first drawn), and is never saved: a resumed run recomputes it from the
+period seed. Ψ (k x n) is Gaussian from the direction's seed. Adding ``c z`` to a matrix is one ``addmm_`` pass
+over it; deferred perturbation adds ``c (x Ψᵀ) Pᵀ``-style low-rank terms to the layer's output instead
+(``NoiseReader.factors`` gives ``(P, Ψᵀ)``).
 """
 
 from __future__ import annotations
