@@ -18,8 +18,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zotune.errors import Interrupted, ZotuneError, ZotuneWarning
+
+if TYPE_CHECKING:
+    from zotune.recipes import RecipeSpec
 
 __all__ = ["main", "build_parser"]
 
@@ -41,7 +45,7 @@ def _say(line: str, *, error: bool = False) -> None:
     print(line, file=sys.stderr if error else sys.stdout, flush=True)
 
 
-def _recipes() -> list[tuple[str, object]]:
+def _recipes() -> list[tuple[str, RecipeSpec]]:
     """``(name, RecipeSpec)`` of every registered recipe: the built-in ones in their order, then the plug-ins'
     (which register theirs when imported)."""
     import zotune.methods  # noqa: F401  (registers the methods' recipes)
