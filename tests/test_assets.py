@@ -54,3 +54,34 @@ def test_model_spec_errors(tmp_path):
 
 def test_local_folder_resolves_to_itself(tiny_model_dir):
     assert resolve_model_path(str(tiny_model_dir)) == tiny_model_dir
+
+
+def test_zotunes_own_conversion_is_loaded_in_another_dtype_from_a_copy_in_that_dtype(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch):
+    """A built-in is cached in fp32; asked for bf16, zotune writes a bf16 copy once beside it (whose weights are the
+    fp32 ones rounded, as transformers would) and loads that. A user's own folder is never copied."""
+    import shutil
+
+    import torch
+
+    from zotune.assets import load_model
+
+    monkeypatch.setenv("ZOTUNE_HOME", str(tmp_path / "home"))
+    cached = tmp_path / "home" / "models" / "tiny"
+    shutil.copytree(tiny_model_dir, cached)
+    reference, _ = load_model(str(tiny_model_dir), dtype="float32")
+
+    model, tokenizer = load_model(str(cached), dtype="bfloat16")
+    copy = tmp_path / "home" / "models" / "tiny-bfloat16"
+    assert (copy / "config.json").is_file() and (copy / "tokenizer.json").is_file()
+    from safetensors import safe_open
+    with safe_open(copy / "model.safetensors", framework="pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.bfloat16}
+    for (name, param), (_, expected) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert param.dtype == torch.bfloat16 and torch.equal(param, expected.to(torch.bfloat16)), name
+    assert tokenizer.pad_token is not None
+    assert sorted(p.name for p in (tmp_path / "home" / "models").iterdir()) == ["tiny", "tiny-bfloat16"]
+
+    before = sorted(p.name for p in tiny_model_dir.parent.iterdir())
+    load_model(str(tiny_model_dir), dtype="bfloat16")
+    assert sorted(p.name for p in tiny_model_dir.parent.iterdir()) == before
