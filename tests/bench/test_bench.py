@@ -299,6 +299,54 @@ def test_part_of_a_grid_runs_alone_and_the_rest_completes_it(tiny_model_dir, tin
     assert "runs: 3 done, 1 skipped" in capsys.readouterr().out  # the part is the grid's own run
 
 
+def test_a_run_another_grid_finished_with_the_same_settings_is_copied_not_run(tiny_model_dir, tiny_data_dir,
+                                                                              tmp_path, capsys):
+    """Two grids that share MeZO's cells: the second copies the first's finished run (logs, no weights) when the
+    settings match, and runs it itself when they do not."""
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    first = _grid(tmp_path / "a", tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                  methods={"mezo": {}}, budget={"steps": 2})
+    assert main(["bench", str(first), "--in-process", "--no-progress"]) == 0
+    source = tmp_path / "a" / "bench" / "runs" / "mezo" / "rotten_tomatoes" / "seed0"
+    (source / "best").mkdir(exist_ok=True)  # weights are never copied
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+
+    second = _grid(tmp_path / "b", tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                   methods={"mezo": {}, "mezo-rademacher": {"method": "mezo", "noise": "rademacher"}},
+                   budget={"steps": 2}, reuse_from=[str(tmp_path / "a" / "bench")])
+    capsys.readouterr()
+    assert main(["bench", str(second), "--in-process", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] mezo on rotten_tomatoes, seed 0: finished by another grid with the same settings, copied" in out
+    assert "runs: 1 done, 1 reused" in out
+    copied = tmp_path / "b" / "bench" / "runs" / "mezo" / "rotten_tomatoes" / "seed0"
+    assert (copied / "reused-from.txt").read_text().strip() == str(source)
+    assert all((copied / name).read_bytes() == data for name, data in before.items()) and not (copied / "best").exists()
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before  # the source is untouched
+    rows = {r["method"]: (r["status"], r["reused_from"])
+            for r in csv.DictReader((tmp_path / "b" / "bench" / "results.csv").open())}
+    assert rows == {"mezo": ("finished", str(source)), "mezo-rademacher": ("finished", "")}
+    assert "1 of them were finished by another grid" in (tmp_path / "b" / "bench" / "results.md").read_text()
+    assert main(["bench", str(second), "--in-process", "--no-progress"]) == 0
+    assert "runs: 2 skipped" in capsys.readouterr().out  # a copied run is this grid's own from then on
+
+    other_lr = _grid(tmp_path / "c", tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                     methods={"mezo": {"lr": 1e-3}}, budget={"steps": 2}, reuse_from=[str(tmp_path / "a" / "bench")])
+    assert [o.status for o in run_grid(load_bench_config(other_lr), progress=False)] == ["done"]
+
+
+@pytest.mark.parametrize("reuse_from, message", [("results/x", "must be a list"), ([""], "must be a list"),
+                                                 (["OWN"], "names the grid's own output_dir")])
+def test_bad_reuse_from_is_one_line(reuse_from, message, tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    own = str(tmp_path / "bench")
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                 reuse_from=[own if r == "OWN" else r for r in reuse_from] if isinstance(reuse_from, list)
+                 else reuse_from)
+    assert main(["bench", str(grid)]) == 2
+    expect_one_line_error(capsys, message)
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--methods", "mezo,fzoo", "--methods fzoo: not in the grid, whose methods are mezo, mezo-rademacher"),
     ("--tasks", "copa", "--tasks copa: not in the grid"),

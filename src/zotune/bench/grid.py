@@ -8,6 +8,8 @@ The file::
     budget: {forward_passes: 400}     # exactly one of steps, forward_passes, seconds
     isolate: false                    # true: each run in its own process
     keep_weights: true                # false: a finished run's checkpoint/ and best/ are removed (logs stay)
+    reuse_from: [results/other-grid]  # other grids' output_dirs: a run finished there with the same settings is
+                                      # copied (logs, no weights) instead of run again
     common: {model: smollm2-135m, data_dir: data, eval_steps: 50}   # any `zotune train` setting
     methods:                          # label -> settings; `method` defaults to the label
       mezo: {}
@@ -69,6 +71,9 @@ class BenchConfig:
     # False: remove a run's weights (checkpoint/, best/) once its summary is written. A long grid of full
     # fine-tuning runs keeps 1 GB of weights per run otherwise; its results are in the logs.
     keep_weights: bool = True
+    # Other grids' output folders: a run of this grid that one of them finished with the same settings (the same
+    # method label, task and seed) is copied from there instead of run again, e.g. the MeZO cells two grids share.
+    reuse_from: list[Path] = field(default_factory=list)
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, task by task, then seed, then method (so a cut-short grid has compared all
@@ -135,7 +140,7 @@ def _mapping(value: Any, where: str, other_axis: str) -> dict[str, dict[str, Any
 def load_bench_config(path: str | Path) -> BenchConfig:
     """Read and check a grid file; every run's settings are validated before anything runs."""
     values = load_yaml_config(path)
-    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate", "keep_weights"}
+    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate", "keep_weights", "reuse_from"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
@@ -160,10 +165,16 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     for name, value in (("isolate", isolate), ("keep_weights", keep_weights)):
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {name} must be true or false, got {value!r}")
+    output_dir = Path(values.get("output_dir", "runs/bench"))
+    reuse_from = values.get("reuse_from") or []
+    if not isinstance(reuse_from, list) or not all(isinstance(folder, str) and folder for folder in reuse_from):
+        raise ConfigError(f"{path}: reuse_from must be a list of other grids' output folders, got {reuse_from!r}")
+    if any(Path(folder) == output_dir for folder in reuse_from):
+        raise ConfigError(f"{path}: reuse_from names the grid's own output_dir ({output_dir})")
     config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods", "task"),
                          tasks=_mapping(values["tasks"], f"{path}: tasks", "method"), seeds=seeds, budget=dict(budget),
-                         output_dir=Path(values.get("output_dir", "runs/bench")), common=dict(common),
-                         isolate=isolate, keep_weights=keep_weights)
+                         output_dir=output_dir, common=dict(common), isolate=isolate, keep_weights=keep_weights,
+                         reuse_from=[Path(folder) for folder in reuse_from])
     for run in config.runs():  # bad settings and unknown names fail here rather than after hours of other runs
         try:
             run.config()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zotune.bench.grid import BenchConfig, RunSpec
-from zotune.bench.runner import SUMMARY
+from zotune.bench.runner import REUSED_FILE, SUMMARY
 from zotune.bench.time_to_loss import FINAL_LOSS_FRACTION, final_train_loss, first_reach
 from zotune.errors import StateError
 from zotune.files.durable import atomic_write, atomic_write_text
@@ -23,7 +23,7 @@ __all__ = ["RunResult", "collect", "write_report", "FINAL_LOSS_FRACTION"]
 
 CSV_FIELDS = ["method", "task", "seed", "status", "metric", "zero_shot", "score", "final_train_loss",
               "best_dev", "best_step", "steps", "forward_passes", "train_seconds", "seconds_per_step", "mean_load",
-              "cpus", "cpu_model", "cpu_bf16", "loaded", "output_dir"]
+              "cpus", "cpu_model", "cpu_bf16", "loaded", "output_dir", "reused_from"]
 
 
 @dataclass
@@ -59,6 +59,8 @@ class RunResult:
         row.update(mean_load=statistics.fmean(loads) if loads else None, cpus=cpus, loaded=was_loaded(loads, cpus),
                    cpu_model=machine.get("cpu_model"),
                    cpu_bf16=" ".join(machine["cpu_bf16"]) if isinstance(machine.get("cpu_bf16"), list) else None)
+        reused = self.run.output_dir / REUSED_FILE
+        row["reused_from"] = reused.read_text(encoding="utf-8").strip() if reused.is_file() else None
         return row
 
 
@@ -343,10 +345,13 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
     (kind, amount), = config.budget.items()
     finished = sum(r.finished for r in results)
     seeds = ", ".join(map(str, config.seeds))
+    reused = sum(r.finished and (r.run.output_dir / REUSED_FILE).is_file() for r in results)
+    copies = (f" {reused} of them were finished by another grid with the same settings and copied from it "
+              f"(`reused_from` in results.csv)." if reused else "")
     parts = [
         "# Benchmark results", "",
         f"Budget per run: {amount} {kind.replace('_', ' ')}; seeds {seeds}; {finished} of {len(results)} runs "
-        f"finished. Cells are mean ± sample std over seeds; the best mean per task is in bold (the held-out metric's "
+        f"finished.{copies} Cells are mean ± sample std over seeds; the best mean per task is in bold (the held-out metric's "
         f"only when it leads the next method by at least one held-out example).", "",
         "## Held-out metric", "",
         "Of the best-dev weights, or of the final ones in runs without a dev set.", "",

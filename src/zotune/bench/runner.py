@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from zotune.bench.grid import BenchConfig, RunSpec
 from zotune.errors import ConfigError, Interrupted, ZotuneError
@@ -16,17 +17,20 @@ __all__ = ["RunOutcome", "run_grid", "run_state"]
 
 SUMMARY = "summary.json"
 RUN_FILE = "bench-run.yaml"  # the settings an isolated run reads (and a record of what ran)
+REUSED_FILE = "reused-from.txt"  # in a run copied from another grid: the folder it came from
 
 
 @dataclass
 class RunOutcome:
     run: RunSpec
-    status: str  # done, skipped (finished before), resumed (finished now, from a checkpoint), failed
+    # done, skipped (finished before), resumed (finished now, from a checkpoint), reused (copied from a finished
+    # run of another grid, ``BenchConfig.reuse_from``), failed
+    status: str
     message: str = ""
 
 
-def _finished_config(run: RunSpec) -> dict | None:
-    path = run.output_dir / SUMMARY
+def _finished_config(folder: Path) -> dict | None:
+    path = folder / SUMMARY
     if not path.is_file():
         return None
     try:
@@ -45,23 +49,23 @@ def _finished_config(run: RunSpec) -> dict | None:
 def run_state(run: RunSpec) -> str:
     """``finished`` (same settings), ``changed`` (finished with other settings), ``partial`` (a checkpoint,
     no summary) or ``new``."""
-    if _finished_config(run) is not None:
+    if _finished_config(run.output_dir) is not None:
         return "changed" if _changed_keys(run) else "finished"
     return "partial" if (run.output_dir / "checkpoint").exists() else "new"
 
 
-# How a run was started, not what it computed.
-_NOT_SETTINGS = ("resume", "overwrite")
+# How a run was started and where it was written, not what it computed.
+_NOT_SETTINGS = ("resume", "overwrite", "output_dir")
 
 
-def _changed_keys(run: RunSpec) -> list[str]:
-    """The settings in which a finished run differs from the grid's; a setting newer than the run's summary
-    counts as its default."""
+def _changed_keys(run: RunSpec, folder: Path | None = None) -> list[str]:
+    """The settings in which the run finished in ``folder`` (default: the run's own) differs from the grid's; a
+    setting newer than the run's summary counts as its default."""
     from zotune.train.config import with_defaults
     from zotune.train.precision import AUTO
 
     wanted = run.config().to_dict()
-    finished = with_defaults(_finished_config(run) or {}, wanted)
+    finished = with_defaults(_finished_config(folder or run.output_dir) or {}, wanted)
     if wanted.get("autocast") == AUTO:  # auto's choice, made on the machine the run finished on, is kept
         wanted["autocast"] = finished.get("autocast")
     return sorted(k for k in set(wanted) | set(finished) if k not in _NOT_SETTINGS
@@ -110,8 +114,11 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
     from it. A run that fails (bad data, non-finite losses, a crashed process) is reported and the grid goes on;
     the next invocation tries it again. ``force`` reruns everything from scratch.
 
+    A new run that a grid of ``config.reuse_from`` finished with the same settings is copied from there (its
+    logs, summary and plots; no weights), with ``reused-from.txt`` naming where from.
+
     ``on_event(event, run, index, total)`` is told ``start`` (a run from scratch), ``resume`` (a run going on
-    from its checkpoint), ``skip`` and ``fail`` for progress reports.
+    from its checkpoint), ``skip``, ``reuse`` and ``fail`` for progress reports.
 
     Raises:
         ConfigError: a finished run's settings differ from the grid's (before anything runs; pass ``force``, or
@@ -135,6 +142,14 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
             notify("skip", run, index, len(runs))
             outcomes.append(RunOutcome(run, "skipped"))
             continue
+        source = None if force else _reusable(run, config)
+        if source is not None:
+            shutil.copytree(source, run.output_dir, ignore=shutil.ignore_patterns(*_WEIGHT_FOLDERS),
+                            dirs_exist_ok=True)
+            (run.output_dir / REUSED_FILE).write_text(f"{source}\n", encoding="utf-8")
+            notify("reuse", run, index, len(runs))
+            outcomes.append(RunOutcome(run, "reused", str(source)))
+            continue
         if force and run.output_dir.exists():
             shutil.rmtree(run.output_dir)
         resume = state == "partial"
@@ -149,6 +164,19 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
             _remove_weights(run)
         outcomes.append(RunOutcome(run, "resumed" if resume else "done"))
     return outcomes
+
+
+def _reusable(run: RunSpec, config: BenchConfig) -> Path | None:
+    """The folder of a run that a grid of ``config.reuse_from`` finished with this run's settings, if any (only
+    for a run with nothing of its own yet)."""
+    if run_state(run) != "new":
+        return None
+    cell = run.output_dir.relative_to(config.output_dir)  # runs/<method>/<task>/seed<s>
+    for grid in config.reuse_from:
+        source = grid / cell
+        if _finished_config(source) is not None and not _changed_keys(run, source):
+            return source
+    return None
 
 
 # A finished run's weight folders (RUN_FILES of the training loop); its logs, summary and plots stay.

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, say) -> int:
         outcomes = run_grid(chosen, isolate=args.isolate, force=args.force, progress=args.progress,
                             on_event=_Progress(say))
         failed = [o for o in outcomes if o.status == "failed"]
-        counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "resumed", "skipped", "failed")}
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "resumed", "reused", "skipped", "failed")}
         say("runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     files = write_report(config)
     say(Path(files["table"]).read_text(encoding="utf-8").split("## Final training loss")[0].rstrip())
@@ -73,11 +73,13 @@ class _Progress:
 
     def __call__(self, event: str, run: Any, index: int, total: int) -> None:
         what = f"[{index + 1}/{total}] {run.method} on {run.task}, seed {run.seed}"
-        if self.started is not None and event != "skip":  # the run before this one has ended
+        if self.started is not None and event not in ("skip", "reuse"):  # the run before this one has ended
             self.seconds.append(time.monotonic() - self.started)
             self.started = None
         if event == "skip":
             self.say(f"{what}: finished before, skipped")
+        elif event == "reuse":
+            self.say(f"{what}: finished by another grid with the same settings, copied -> {run.output_dir}")
         elif event == "resume":
             self.say(f"{what} -> {run.output_dir} (going on from its checkpoint)")
         elif event == "start":
