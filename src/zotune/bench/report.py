@@ -38,6 +38,12 @@ class RunResult:
     def finished(self) -> bool:
         return self.summary is not None
 
+    @property
+    def reused_from(self) -> str | None:
+        """The folder of another grid this run was copied from (``reuse_from``), or None for a run of its own."""
+        reused = self.run.output_dir / REUSED_FILE
+        return reused.read_text(encoding="utf-8").strip() if reused.is_file() else None
+
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"method": self.run.method, "task": self.run.task, "seed": self.run.seed,
                                "metric": self.metric, "output_dir": str(self.run.output_dir),
@@ -59,8 +65,7 @@ class RunResult:
         row.update(mean_load=statistics.fmean(loads) if loads else None, cpus=cpus, loaded=was_loaded(loads, cpus),
                    cpu_model=machine.get("cpu_model"),
                    cpu_bf16=" ".join(machine["cpu_bf16"]) if isinstance(machine.get("cpu_bf16"), list) else None)
-        reused = self.run.output_dir / REUSED_FILE
-        row["reused_from"] = reused.read_text(encoding="utf-8").strip() if reused.is_file() else None
+        row["reused_from"] = self.reused_from
         return row
 
 
@@ -345,7 +350,7 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
     (kind, amount), = config.budget.items()
     finished = sum(r.finished for r in results)
     seeds = ", ".join(map(str, config.seeds))
-    reused = sum(r.finished and (r.run.output_dir / REUSED_FILE).is_file() for r in results)
+    reused = sum(r.finished and r.reused_from is not None for r in results)
     copies = (f" {reused} of them were finished by another grid with the same settings and copied from it "
               f"(`reused_from` in results.csv)." if reused else "")
     parts = [

@@ -142,7 +142,7 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
             notify("skip", run, index, len(runs))
             outcomes.append(RunOutcome(run, "skipped"))
             continue
-        source = None if force else _reusable(run, config)
+        source = _reusable(run, config) if state == "new" and not force else None
         if source is not None:
             shutil.copytree(source, run.output_dir, ignore=shutil.ignore_patterns(*_WEIGHT_FOLDERS),
                             dirs_exist_ok=True)
@@ -167,10 +167,8 @@ def run_grid(config: BenchConfig, *, isolate: bool | None = None, force: bool = 
 
 
 def _reusable(run: RunSpec, config: BenchConfig) -> Path | None:
-    """The folder of a run that a grid of ``config.reuse_from`` finished with this run's settings, if any (only
-    for a run with nothing of its own yet)."""
-    if run_state(run) != "new":
-        return None
+    """The folder of a run that a grid of ``config.reuse_from`` finished with this run's settings, if any (asked
+    only for a run with nothing of its own yet)."""
     cell = run.output_dir.relative_to(config.output_dir)  # runs/<method>/<task>/seed<s>
     for grid in config.reuse_from:
         source = grid / cell
