@@ -2,11 +2,14 @@
 
 For each shape (SmolLM2-135M, -360M, -1.7B, Llama-3.2-1B, -3B, Llama-3-8B), a folder of random bf16 weights is
 written once (sharded safetensors; their values change neither memory nor time), then each approach runs in its
-own process at batch 16 x 64 tokens: inference, zotune MeZO (fp32 in place, bf16 weights deferred, fp32 under bf16
-autocast, fp32 weights offloaded to memory-mapped files with ``--offload disk``) and the backpropagation a user would otherwise run (AdamW in fp32, AdamW with gradient checkpointing,
-LoRA through peft). The child reports its peak RSS (VmHWM) and seconds a step; the parent kills it if its RSS
-passes the cap, and skips an approach whose plan (``zotune plan``) is above the cap, or which failed at a smaller
-size. It prints, per row, the plan beside the measurement, and the largest model each approach trained.
+own process at batch 16 x 64 tokens: inference (fp32, and bf16 weights), zotune MeZO (fp32 in place, bf16 weights
+deferred, fp32 under bf16 autocast, fp32 weights offloaded to memory-mapped files with ``--offload disk``) and the
+backpropagation a user would otherwise run (AdamW in fp32, AdamW with gradient checkpointing, LoRA through peft).
+The child reports its peak RSS (VmHWM) and seconds a step; the parent kills it if its RSS passes the cap. An
+approach runs at every size up to the first one it does not fit (killed at the cap, or by the system), so each
+boundary is measured, not taken from the plan; with ``--skip-by-plan`` an approach whose plan (``zotune plan``) is
+over the cap is not run at all (quicker, estimated). It prints, per row, the plan beside the measurement, and the
+largest model each approach trained.
 
     python benchmarks/scale.py --folder /tmp/zotune-scale --shapes smollm2-135m smollm2-360m --cap-gb 22
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +40,8 @@ SHAPES = {  # LlamaConfig fields of each published model
     "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
 }
-APPROACHES = ["inference", "mezo-fp32", "mezo-bf16", "mezo-autocast", "mezo-offload", "adamw", "adamw-checkpointing",
-              "lora"]
+APPROACHES = ["inference", "inference-bf16", "mezo-fp32", "mezo-bf16", "mezo-autocast", "mezo-offload", "adamw",
+              "adamw-checkpointing", "lora"]
 PLAN_ROW = {"inference": "inference (fp32)", "mezo-fp32": "zotune MeZO, fp32",
             "mezo-bf16": "zotune MeZO, bf16 weights", "mezo-autocast": "zotune MeZO, fp32 + bf16 autocast",
             "adamw": "AdamW backprop (fp32)", "adamw-checkpointing": "AdamW + gradient checkpointing",
@@ -101,7 +106,7 @@ def child(approach: str, folder: str, batch: int, tokens: int, steps: int) -> di
     from zotune.assets import load_model
     from zotune.train.precision import forward_precision
 
-    dtype = "bfloat16" if approach == "mezo-bf16" else "float32"
+    dtype = "bfloat16" if approach in ("mezo-bf16", "inference-bf16") else "float32"
     offload = Path(folder).parent / f"{Path(folder).name}-offload" if approach == "mezo-offload" else None
     model, _ = load_model(folder, dtype=dtype, offload_to=offload)
     anonymous = [_status_kb("RssAnon")]
@@ -125,7 +130,7 @@ def child(approach: str, folder: str, batch: int, tokens: int, steps: int) -> di
         def step():
             opt.step(loss)
             anonymous.append(_status_kb("RssAnon"))
-    elif approach == "inference":
+    elif approach.startswith("inference"):
         def step():
             with torch.no_grad():
                 loss()
@@ -161,18 +166,23 @@ def _status_kb(field: str, pid: str = "self") -> int:
 
 def run_capped(command: list[str], cap: float, *, anonymous: bool = False) -> dict | str:
     """Run the child; kill it once its RSS (``anonymous``: its RssAnon) passes ``cap`` bytes (before the machine
-    swaps)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None:
-        rss = _status_kb("RssAnon" if anonymous else "VmRSS", str(proc.pid)) * 1024
-        if rss > cap:
-            proc.kill()
-            proc.wait()
-            return f"over the {cap / 1e9:.0f} GB cap"
-        time.sleep(0.2)
-    out, err = proc.communicate()
-    if proc.returncode:
-        return f"failed: {(err.strip().splitlines() or ['?'])[-1][:80]}"
+    swaps). Its stderr goes to a file: a pipe nobody reads would stall a child that warns a lot."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        while proc.poll() is None:
+            rss = _status_kb("RssAnon" if anonymous else "VmRSS", str(proc.pid)) * 1024
+            if rss > cap:
+                proc.kill()
+                proc.wait()
+                return f"over the {cap / 1e9:g} GB cap"
+            time.sleep(0.2)
+        out = proc.stdout.read()
+        proc.stdout.close()
+        errors.seek(0)
+        if proc.returncode == -signal.SIGKILL:
+            return "killed by the system (out of memory)"
+        if proc.returncode:
+            return f"failed: {(errors.read().strip().splitlines() or ['?'])[-1][:80]}"
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -185,6 +195,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cap-gb", type=float, default=22.0)
+    parser.add_argument("--skip-by-plan", action="store_true",
+                        help="do not run an approach whose plan is over the cap (by default it runs, to be measured)")
     parser.add_argument("--child", nargs=2, metavar=("APPROACH", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -193,7 +205,7 @@ def main() -> None:
     from zotune.train.machine import cpu_info
     from zotune.train.plan import plan_rows, read_shape
 
-    cap, stopped, largest = args.cap_gb * 1e9, set(), {}
+    cap, stopped, largest, peaks = args.cap_gb * 1e9, set(), {}, {}
     info = cpu_info()
     print(f"{info['cpu_model']} ({os.cpu_count()} CPUs, bf16: {', '.join(info['cpu_bf16']) or 'none'}); batch "
           f"{args.batch_size} x {args.tokens} tokens; cap {args.cap_gb:g} GB")
@@ -209,7 +221,7 @@ def main() -> None:
             shown = "-" if planned is None else f"{planned / 1e9:.1f} GB"
             if approach in stopped:
                 result = "not run: it stopped at a smaller size"
-            elif planned is not None and planned > cap:
+            elif args.skip_by_plan and planned is not None and planned > cap:
                 result = f"not run: the plan is over the {args.cap_gb:g} GB cap"
             else:
                 result = run_capped([sys.executable, __file__, "--child", approach, str(folder), "--batch-size",
@@ -220,11 +232,16 @@ def main() -> None:
                 print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {shown} | {result} | |")
                 continue
             largest[approach] = name
+            peaks[name, approach] = result["peak_gb"]
             error = "" if planned is None else f" ({(planned / 1e9 - result['peak_gb']) / result['peak_gb']:+.0%})"
             kind = " anonymous" if approach in ANONYMOUS_ONLY else ""
             print(f"| {name} | {shape.params / 1e9:.2f} B | {approach} | {shown} | "
                   f"{result['peak_gb']:.1f} GB{kind}{error} | {result['seconds_per_step']:.1f} |", flush=True)
     print("\nlargest model trained: " + ", ".join(f"{a} {largest.get(a, 'none')}" for a in args.approaches))
+    for name in args.shapes:
+        for mezo, inference in (("mezo-fp32", "inference"), ("mezo-bf16", "inference-bf16")):
+            if (name, mezo) in peaks and (name, inference) in peaks:
+                print(f"{name}: {mezo} peak / {inference} peak = {peaks[name, mezo] / peaks[name, inference]:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
+from zotune.perturb.noise import CHUNK
 
 
 def _engine(dtype=torch.float32):
@@ -66,3 +68,22 @@ def test_low_precision_param_rounds_once_per_call():
     engine.perturb(9, 1e-2, plan)
     assert params[0][1].dtype == torch.bfloat16
     assert torch.equal(params[0][1], ref.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "rademacher", "torch-gaussian"])
+def test_a_low_precision_block_is_perturbed_chunk_by_chunk_to_the_same_values(noise):
+    """Deferred probes on bf16 weights build theta + sum c z a chunk at a time (the temporary is bf16, not a
+    float32 copy): the values must be those of the whole-block float32 arithmetic, over several chunks, a short
+    last chunk and two pending terms."""
+    numel = 2 * CHUNK + 37
+    weight = torch.randn(numel, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    engine = PerturbationEngine([("w", weight)], noise, deferred=True)
+    engine.perturb(11, 1e-2, StepPlan.full(1))
+    engine.perturb(12, -3e-2, StepPlan.full(1))
+    block = engine.blocks[0]
+    expected = weight.float()
+    engine._add_noise_terms(expected, block, list(engine.pending[0].items()))
+    got = engine.perturbed(block)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, expected.to(torch.bfloat16))
+    assert not torch.equal(got, weight)
