@@ -87,3 +87,25 @@ def test_a_low_precision_block_is_perturbed_chunk_by_chunk_to_the_same_values(no
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, expected.to(torch.bfloat16))
     assert not torch.equal(got, weight)
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "torch-gaussian"])
+def test_a_low_precision_update_is_done_chunk_by_chunk_to_the_same_values(noise):
+    """An update of bf16 weights (decay, then two terms) goes a chunk at a time, in place, with no float32 copy of
+    the block: the values must be those of the whole-block float32 arithmetic, on the calling thread and on the
+    engine's noise threads (torch-gaussian's two blocks are spread over two)."""
+    numel = 2 * CHUNK + 37
+    weights = [torch.randn(numel, generator=torch.Generator().manual_seed(i)).to(torch.bfloat16) for i in (1, 2)]
+    engine = PerturbationEngine([("w1", weights[0]), ("w2", weights[1])], noise, workers=2)
+    terms = [(11, 1e-2), (12, -3e-2)]
+    expected = []
+    for block in engine.blocks:
+        reference = block.param.float().mul_(0.99)
+        engine._add_noise_terms(reference, block, terms)
+        expected.append(reference.to(torch.bfloat16))
+    before = [w.clone() for w in weights]
+    engine.apply_combinations([(block, terms, 0.99) for block in engine.blocks])
+    engine.close()
+    for weight, old, new in zip(weights, before, expected):
+        assert torch.equal(weight, new)
+        assert not torch.equal(weight, old)

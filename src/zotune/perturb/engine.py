@@ -201,17 +201,9 @@ class PerturbationEngine:
             self._add_noise_terms(out, block, list(terms.items()))
             return out.to(param.dtype)
         # A low-precision block is built chunk by chunk through a float32 scratch: the temporary is the block in
-        # its own dtype (the 525 M values of a bf16 8B model's embedding: 1.05 GB, not 3.2 GB), and every value is the one
-        # the whole-block float32 copy gives (the readers continue where they stopped, at the same boundaries).
+        # its own dtype (the 525 M values of a bf16 8B model's embedding: 1.05 GB, not 3.2 GB).
         out = torch.empty_like(param)
-        flat_in, flat_out = param.view(-1), out.view(-1)
-        buffer = self._buffer()
-        scratch = torch.empty(CHUNK + 16, dtype=torch.float32, device=param.device)  # a last chunk joins one
-        for start, stop in chunks(param.numel(), CHUNK):
-            piece = scratch[: stop - start].copy_(flat_in[start:stop])
-            for reader, coef in readers:
-                reader.add_to(piece, coef, buffer)
-            flat_out[start:stop].copy_(piece)
+        self._combine_in_chunks(param, out, readers)
         return out
 
     def low_rank_terms(self, block: Block) -> list[tuple[float, torch.Tensor, torch.Tensor]] | None:
@@ -244,6 +236,11 @@ class PerturbationEngine:
         """
         param = block.param
         on_worker = self._on_worker()
+        if param.dtype != torch.float32 and param.is_contiguous():
+            readers = self._chunk_readers(block, terms)
+            if readers is not None:  # no float32 copy of the block: a chunk at a time, in place
+                self._combine_in_chunks(param, param, readers, decay=decay)
+                return
         if param.dtype == torch.float32:
             target = param
         elif on_worker:  # the conversions below torch's parallel grain too (see SERIAL_SLICE)
@@ -262,6 +259,31 @@ class PerturbationEngine:
                 serially(lambda a, b: param.view(-1)[a:b].copy_(target.view(-1)[a:b]), param.numel())
             else:
                 param.copy_(target)
+
+    def _combine_in_chunks(self, source: torch.Tensor, out: torch.Tensor,
+                           readers: Sequence[tuple[NoiseReader, float]], *, decay: float = 1.0) -> None:
+        """``out = decay * source + sum coef z`` for low-precision contiguous tensors (``out`` may be ``source``),
+        a chunk at a time through a float32 scratch: the same values as converting the whole block to float32,
+        since each reader continues where it stopped, at the chunk boundaries the whole-block draw uses."""
+        flat_in, flat_out = source.view(-1), out.view(-1)
+        on_worker = self._on_worker()
+        buffer = self._buffer()
+        scratch = torch.empty(CHUNK + 16, dtype=torch.float32, device=source.device)  # a last chunk joins one
+
+        def elementwise(op: Callable[[int, int], object], size: int) -> None:
+            if on_worker:  # a noise thread keeps every op below torch's parallel grain (see SERIAL_SLICE)
+                serially(op, size)
+            else:
+                op(0, size)
+
+        for start, stop in chunks(source.numel(), CHUNK):
+            piece = scratch[: stop - start]
+            elementwise(lambda a, b: piece[a:b].copy_(flat_in[start + a:start + b]), stop - start)
+            if decay != 1.0:
+                elementwise(lambda a, b: piece[a:b].mul_(decay), stop - start)
+            for reader, coef in readers:
+                reader.add_to(piece, coef, buffer, serial=on_worker)
+            elementwise(lambda a, b: flat_out[start + a:start + b].copy_(piece[a:b]), stop - start)
 
     def apply_combinations(self, jobs: Sequence[tuple[Block, Sequence[tuple[int, float]], float]]) -> None:
         """``add_combination(block, terms, decay=decay)`` for each job, spread over the worker threads.

@@ -202,7 +202,7 @@ def check_memory(config: TrainConfig) -> None:
         return  # loading the model reports it, with its own message
     need = least_bytes(shape, dtype=config.dtype, update=config.update)
     if need > free:
-        fitting = [row.mode for row in plan_rows(shape, batch=1, tokens=1) if row.bytes <= free]
+        fitting = [row.mode for row in plan_rows(shape, batch=1, tokens=1) if row.needed <= free]
         hint = f"modes that fit: {', '.join(fitting)}" if fitting else "no mode fits this machine"
         raise ConfigError(f"{config.model} ({shape.params / 1e9:.2f} B parameters) needs at least {need / 1e9:.1f} GB "
                           f"as configured (--dtype {config.dtype}, --update {config.update}), and {free / 1e9:.1f} GB "

@@ -30,13 +30,21 @@ class ModelShape:
     intermediate: int
     layers: int
     vocab: int
+    stored_bytes: int = 4  # bytes a parameter in the checkpoint's files (its config's dtype)
+    kv_width: int = 0  # the width of the attention keys (and values): heads x head size; 0: the hidden size
 
 
 @dataclass(frozen=True)
 class PlanRow:
+    """One mode's estimate: ``bytes``, its peak resident memory (what ``benchmarks/scale.py`` measures), and
+    ``needed``, the part that cannot be given back: a load that converts the checkpoint's dtype peaks with the
+    checkpoint's files mapped, pages the system drops when memory runs short, so they count in the peak and not
+    in whether a run fits."""
+
     mode: str
     bytes: float
     note: str
+    needed: float
 
 
 def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
@@ -61,9 +69,15 @@ def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
     sizes = [p.numel() for p in model.parameters()]  # tied weights are counted once
     text = getattr(config, "text_config", config)
     hidden = getattr(text, "hidden_size", 0)
+    heads = getattr(text, "num_attention_heads", None) or 1
+    head_size = getattr(text, "head_dim", None) or hidden // heads
+    kv_width = (getattr(text, "num_key_value_heads", None) or heads) * head_size
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    stored_bytes = 2 if str(stored).removeprefix("torch.") in ("bfloat16", "float16") else 4
     return ModelShape(params=sum(sizes), largest=max(sizes), hidden=hidden,
                       intermediate=getattr(text, "intermediate_size", 4 * hidden),
-                      layers=getattr(text, "num_hidden_layers", 1), vocab=getattr(text, "vocab_size", 0))
+                      layers=getattr(text, "num_hidden_layers", 1), vocab=getattr(text, "vocab_size", 0),
+                      stored_bytes=stored_bytes, kv_width=kv_width)
 
 
 def plan_rows(shape: ModelShape, *, batch: int, tokens: int) -> list[PlanRow]:
@@ -71,21 +85,36 @@ def plan_rows(shape: ModelShape, *, batch: int, tokens: int) -> list[PlanRow]:
     p, bt = shape.params, batch * tokens
     logits = bt * shape.vocab * 4  # float32 logits; the loss's log-softmax and a copy make three
     forward = 3 * logits + 4 * bt * max(shape.hidden, shape.intermediate) * 4
-    kept = bt * shape.layers * 16 * shape.hidden * 4  # activations a backward pass keeps, float32
+    # bf16 weights give bf16 logits, which the loss upcasts to float32 (the three float32 tensors of the fp32
+    # forward besides); a probe's perturbed copy of a tensor lives only during its module's forward, before the
+    # loss (the LM head's beside the bf16 logits).
+    bf16_forward = bt * shape.vocab * 2 + max(3 * logits, 2 * shape.largest) + 4 * bt * shape.intermediate * 2
+    # Activations a backward pass keeps, float32, per token and layer: about 8 hidden-wide tensors (the norms'
+    # inputs and outputs, queries, attention output, residuals), 4 key/value-wide (keys and values before and after
+    # the rotary embedding) and 4 MLP-wide (gate, up, the activation, their product).
+    kept = bt * shape.layers * (8 * shape.hidden + 4 * (shape.kv_width or shape.hidden) + 4 * shape.intermediate) * 4
     base = PROCESS_BYTES
+
+    def row(mode: str, run: float, weight_bytes: int, note: str) -> PlanRow:
+        # Loading converts the checkpoint's tensors to the weights' dtype with its files mapped, and their pages
+        # resident until the load ends (measured: a bf16 checkpoint loaded as float32 peaks at 6 bytes a parameter).
+        stored = shape.stored_bytes if shape.stored_bytes != weight_bytes else 0
+        return PlanRow(mode, max(run, base + p * (weight_bytes + stored)), note,
+                       needed=max(run, base + p * weight_bytes))
+
     return [
-        PlanRow("inference (fp32)", base + 4 * p + forward, "one forward pass, no training"),
-        PlanRow("zotune MeZO, fp32", base + 4 * p + forward + _NOISE_SCRATCH, "in place; inference + scratch"),
-        PlanRow("zotune MeZO, fp32 + bf16 autocast", base + 6 * p + forward + _NOISE_SCRATCH,
-                "autocast caches a bf16 copy of the weights during a forward pass"),
-        PlanRow("zotune MeZO, bf16 weights", base + 2 * p + forward + 8 * shape.largest,
-                "deferred: a float32 copy of one tensor at a time"),
-        PlanRow("zotune MeZO + adam (fp32)", base + 12 * p + forward, "two float32 moment buffers"),
-        PlanRow("AdamW backprop (fp32)", base + 16 * p + 3 * logits + kept, "weights, gradients, two moments"),
-        PlanRow("AdamW + gradient checkpointing", base + 16 * p + 3 * logits + kept / 16 + bt * 16 * shape.hidden * 4,
-                "one hidden state a layer, one layer recomputed"),
-        PlanRow("LoRA backprop (fp32 base)", base + 4 * p + 6 * logits + kept,
-                "frozen weights, activations kept, their gradients"),
+        row("inference (fp32)", base + 4 * p + forward, 4, "one forward pass, no training"),
+        row("zotune MeZO, fp32", base + 4 * p + forward + _NOISE_SCRATCH, 4, "in place; inference + scratch"),
+        row("zotune MeZO, fp32 + bf16 autocast", base + 6 * p + forward + _NOISE_SCRATCH, 4,
+            "autocast caches a bf16 copy of the weights during a forward pass"),
+        row("zotune MeZO, bf16 weights", base + 2 * p + bf16_forward + _NOISE_SCRATCH, 2,
+            "deferred: a perturbed bf16 copy of one tensor at a time"),
+        row("zotune MeZO + adam (fp32)", base + 12 * p + forward, 4, "two float32 moment buffers"),
+        row("AdamW backprop (fp32)", base + 16 * p + 3 * logits + kept, 4, "weights, gradients, two moments"),
+        row("AdamW + gradient checkpointing", base + 16 * p + 3 * logits + kept / 16 + bt * 16 * shape.hidden * 4,
+            4, "one hidden state a layer, one layer recomputed"),
+        row("LoRA backprop (fp32 base)", base + 4 * p + 6 * logits + kept, 4,
+            "frozen weights, activations kept, their gradients"),
     ]
 
 
@@ -114,6 +143,6 @@ def format_plan(shape: ModelShape, rows: list[PlanRow], free: int | None) -> lis
              f"{shape.vocab:,}); memory available now: " + ("unknown" if free is None else f"{free / 1e9:.1f} GB"),
              "", "| mode | peak memory | fits | what it holds |", "|---|---|---|---|"]
     for row in rows:
-        fits = "?" if free is None else ("yes" if row.bytes <= free else "no")
+        fits = "?" if free is None else ("yes" if row.needed <= free else "no")
         lines.append(f"| {row.mode} | {row.bytes / 1e9:.2f} GB | {fits} | {row.note} |")
     return lines
