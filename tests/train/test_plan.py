@@ -38,7 +38,9 @@ SCALE_MEASURED_GB = [
     ("llama-3.2-1b", LORA, 10.4),
     ("smollm2-1.7b", INFERENCE, 10.6), ("smollm2-1.7b", MEZO_FP32, 10.6), ("smollm2-1.7b", AUTOCAST, 12.1),
     ("smollm2-1.7b", LORA, 14.5),
-    ("llama-3.2-3b", INFERENCE, 17.3), ("llama-3.2-3b", MEZO_FP32, 19.6),
+    ("llama-3.2-3b", INFERENCE, 17.3), ("llama-3.2-3b", MEZO_FP32, 19.6), ("llama-3.2-3b", AUTOCAST, 21.7),
+    ("smollm2-135m", MEZO_BF16, 1.3), ("smollm2-360m", MEZO_BF16, 1.8), ("llama-3.2-1b", MEZO_BF16, 4.3),
+    ("smollm2-1.7b", MEZO_BF16, 4.9), ("llama-3.2-3b", MEZO_BF16, 8.5), ("llama-3-8b", MEZO_BF16, 18.2),
 ]
 
 

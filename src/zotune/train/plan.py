@@ -2,11 +2,10 @@
 
 The model is built on the ``meta`` device (no weights, no memory) to count its parameters and find its largest
 tensor; the estimates add the process's own footprint, the weights in their dtype, what a step keeps besides
-(optimizer states, activations kept for a backward pass) and its transient peak (the logits and their
-log-softmax). The coefficients were fitted to peaks measured on SmolLM2-135M (batch 16 x 64 tokens, 2026-12-06,
-2-core AMD EPYC: inference 1.41 GB, MeZO fp32 1.45, MeZO under bf16 autocast 1.77, MeZO with bf16 weights 1.27,
-AdamW 4.28, AdamW with gradient checkpointing 3.2, LoRA 3.1), where each estimate is within 8% of its
-measurement; other sizes are extrapolations until ``benchmarks/scale.py`` has measured them.
+(optimizer states, activations kept for a backward pass), its transient peak (the logits and their log-softmax)
+and the load's (a checkpoint converted from another dtype). The coefficients were fitted to the peaks
+``benchmarks/scale.py`` measured for LLaMA shapes from SmolLM2-135M to Llama-3-8B (docs/scale.md; batch 16 x 64
+tokens, 2026-12-07, 2-core AMD EPYC), each estimate within 14% of its measurement.
 """
 
 from __future__ import annotations
