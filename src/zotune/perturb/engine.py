@@ -194,8 +194,7 @@ class PerturbationEngine:
         if not terms:
             return None
         param = block.param.detach()
-        chunked = param.dtype != torch.float32 and param.is_contiguous()
-        readers = self._chunk_readers(block, list(terms.items())) if chunked else None
+        readers = self._chunk_readers(block, list(terms.items()))
         if readers is None:
             out = param.to(torch.float32, copy=True)
             self._add_noise_terms(out, block, list(terms.items()))
@@ -236,11 +235,10 @@ class PerturbationEngine:
         """
         param = block.param
         on_worker = self._on_worker()
-        if param.dtype != torch.float32 and param.is_contiguous():
-            readers = self._chunk_readers(block, terms)
-            if readers is not None:  # no float32 copy of the block: a chunk at a time, in place
-                self._combine_in_chunks(param, param, readers, decay=decay)
-                return
+        readers = self._chunk_readers(block, terms)
+        if readers is not None:  # no float32 copy of the block: a chunk at a time, in place
+            self._combine_in_chunks(param, param, readers, decay=decay)
+            return
         if param.dtype == torch.float32:
             target = param
         elif on_worker:  # the conversions below torch's parallel grain too (see SERIAL_SLICE)
@@ -350,15 +348,19 @@ class PerturbationEngine:
 
     def _add_noise_terms(self, target: torch.Tensor, block: Block, terms: Sequence[tuple[int, float]]) -> None:
         """target += sum coef z(seed) for a float32 tensor shaped like the block, chunk by chunk when streamable."""
-        terms = [(seed, coef) for seed, coef in terms if coef != 0.0]
         if self.source is None or not target.is_contiguous():
             for seed, coef in terms:
-                target.add_(self.noise(seed, block), alpha=coef)
+                if coef != 0.0:
+                    target.add_(self.noise(seed, block), alpha=coef)
             return
-        readers = [(self.source.block_reader(mix_seed(seed, block.index), block), coef) for seed, coef in terms]
         buffer = self._buffer()
-        for reader, coef in readers:
+        for reader, coef in self._readers(block, terms):
             reader.add_to(target.view(-1), coef, buffer, serial=self._on_worker())
+
+    def _readers(self, block: Block, terms: Sequence[tuple[int, float]]) -> list[tuple[NoiseReader, float]]:
+        """``(reader, coef)`` of the engine's streamed distribution for each nonzero term of ``block``."""
+        return [(self.source.block_reader(mix_seed(seed, block.index), block), coef)
+                for seed, coef in terms if coef != 0.0]
 
     def _buffer(self) -> torch.Tensor:
         """This thread's chunk buffer for the noise readers."""
@@ -369,12 +371,13 @@ class PerturbationEngine:
 
     def _chunk_readers(self, block: Block,
                        terms: Sequence[tuple[int, float]]) -> list[tuple[NoiseReader, float]] | None:
-        """``(reader, coef)`` for each nonzero term when every reader can be read a range of elements at a time,
-        else None (a method's own DirectionFn, a low-rank z that is added to the whole matrix at once)."""
-        if self.source is None:
+        """The readers of ``terms`` when ``block`` is a low-precision contiguous tensor whose z can be read a range
+        of elements at a time (``_combine_in_chunks``), else None: a float32 block needs no float32 copy, and a
+        method's own DirectionFn or a low-rank z (added to the whole matrix at once) cannot be read by ranges."""
+        param = block.param
+        if self.source is None or param.dtype == torch.float32 or not param.is_contiguous():
             return None
-        readers = [(self.source.block_reader(mix_seed(seed, block.index), block), coef)
-                   for seed, coef in terms if coef != 0.0]
+        readers = self._readers(block, terms)
         return None if any(isinstance(r, LowRankReader) for r, _ in readers) else readers
 
     def combination(
