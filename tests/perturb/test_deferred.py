@@ -166,3 +166,69 @@ def test_a_non_finite_loss_skips_the_step_and_leaves_low_precision_weights_untou
         assert math.isnan(opt.step(lambda: next(losses)))
     assert opt.last_record.skipped and opt.consecutive_skips == 1 and opt.engine.pending == {}
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tied", [True, False])
+def test_large_weights_used_by_rows_give_the_losses_of_whole_perturbed_copies(monkeypatch, dtype, tied):
+    import zotune.perturb.engine as engine_module
+    import zotune.perturb.hooks as hooks
+
+    def loss_at(row_group):
+        monkeypatch.setattr(hooks, "ROW_GROUP", row_group)
+        monkeypatch.setattr(engine_module, "CHUNK", 100)  # chunks that end inside rows, and groups across chunks
+        model, ids = _model(dtype, tied), _batch()
+        engine = PerturbationEngine(list(model.named_parameters()), deferred=True)
+        handles = attach_perturbation_hooks(model, engine)
+        built = []
+        monkeypatch.setattr(engine, "perturbed", lambda block: built.append(block.name) or
+                            PerturbationEngine.perturbed(engine, block))
+        before = _weights(model)
+        engine.perturb(5, 0.5, StepPlan.full(len(engine)))  # large: a row out of place changes the loss
+        with torch.no_grad():
+            loss = _loss_fn(model, ids)()
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+        for handle in handles:
+            handle.remove()
+        assert all("forward" not in m.__dict__ for m in model.modules())
+        return loss, built
+
+    by_rows, built = loss_at(row_group=200)  # rows of 8 values a group: 40 x 32 embedding, 64 x 32 MLP...
+    assert not any(name.endswith(("embed_tokens.weight", "proj.weight")) for name in built)
+    whole, built = loss_at(row_group=1 << 30)
+    assert any(name.endswith("embed_tokens.weight") for name in built)
+    torch.testing.assert_close(by_rows, whole, rtol=1e-6 if dtype == torch.float32 else 1e-2, atol=0)  # one rounding
+
+
+def test_an_embedding_used_by_rows_raises_for_an_id_out_of_the_vocabulary(monkeypatch):
+    import zotune.perturb.hooks as hooks
+
+    monkeypatch.setattr(hooks, "ROW_GROUP", 200)
+    model = _model()
+    engine = PerturbationEngine(list(model.named_parameters()), deferred=True)
+    attach_perturbation_hooks(model, engine)
+    before = _weights(model)
+    engine.perturb(1, 1.0, StepPlan.full(len(engine)))
+    with pytest.raises(IndexError):
+        model(input_ids=torch.tensor([[1000]]))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    engine.perturb(1, -1.0, StepPlan.full(len(engine)))
+    with torch.no_grad():
+        model(input_ids=_batch())  # nothing left over from the forward that raised
+
+
+def test_a_forward_set_on_the_module_before_the_hooks_comes_back_when_they_are_removed(monkeypatch):
+    import zotune.perturb.hooks as hooks
+
+    monkeypatch.setattr(hooks, "ROW_GROUP", 200)
+    model = _model()
+    head = model.model.layers[0].mlp.up_proj
+    own = head.forward
+    head.forward = lambda x: own(x)  # as accelerate's hooks do
+    mine = head.forward
+    engine = PerturbationEngine(list(model.named_parameters()), deferred=True)
+    handles = attach_perturbation_hooks(model, engine)
+    assert head.forward is not mine
+    for handle in handles:
+        handle.remove()
+    assert head.forward is mine

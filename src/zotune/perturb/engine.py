@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -263,25 +263,65 @@ class PerturbationEngine:
         """``out = decay * source + sum coef z`` for low-precision contiguous tensors (``out`` may be ``source``),
         a chunk at a time through a float32 scratch: the same values as converting the whole block to float32,
         since each reader continues where it stopped, at the chunk boundaries the whole-block draw uses."""
-        flat_in, flat_out = source.view(-1), out.view(-1)
-        on_worker = self._on_worker()
+        flat_out = out.view(-1)
+        for start, stop, piece in self._combined_pieces(source, readers, decay=decay):
+            self._elementwise(lambda a, b: flat_out[start + a:start + b].copy_(piece[a:b]), stop - start)
+
+    def _combined_pieces(self, source: torch.Tensor, readers: Sequence[tuple[NoiseReader, float]], *,
+                         decay: float = 1.0) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, piece)``: ``decay * source + sum coef z`` over the flat range ``[start, stop)``, in float32,
+        a ``CHUNK`` at a time in order. ``piece`` is a scratch that the next chunk overwrites."""
+        flat_in = source.view(-1)
         buffer = self._buffer()
+        on_worker = self._on_worker()
         scratch = torch.empty(CHUNK + 16, dtype=torch.float32, device=source.device)  # a last chunk joins one
-
-        def elementwise(op: Callable[[int, int], object], size: int) -> None:
-            if on_worker:  # a noise thread keeps every op below torch's parallel grain (see SERIAL_SLICE)
-                serially(op, size)
-            else:
-                op(0, size)
-
         for start, stop in chunks(source.numel(), CHUNK):
             piece = scratch[: stop - start]
-            elementwise(lambda a, b: piece[a:b].copy_(flat_in[start + a:start + b]), stop - start)
+            self._elementwise(lambda a, b: piece[a:b].copy_(flat_in[start + a:start + b]), stop - start)
             if decay != 1.0:
-                elementwise(lambda a, b: piece[a:b].mul_(decay), stop - start)
+                self._elementwise(lambda a, b: piece[a:b].mul_(decay), stop - start)
             for reader, coef in readers:
                 reader.add_to(piece, coef, buffer, serial=on_worker)
-            elementwise(lambda a, b: flat_out[start + a:start + b].copy_(piece[a:b]), stop - start)
+            yield start, stop, piece
+
+    def _elementwise(self, op: Callable[[int, int], object], size: int) -> None:
+        if self._on_worker():  # a noise thread keeps every op below torch's parallel grain (see SERIAL_SLICE)
+            serially(op, size)
+        else:
+            op(0, size)
+
+    def perturbed_rows(self, block: Block, rows: int) -> Iterator[tuple[int, int, torch.Tensor]] | None:
+        """``(first, last, W)``: rows ``[first, last)`` of ``theta + (pending terms)``, ``rows`` at a time in the
+        parameter's dtype, or None when nothing is pending or the noise cannot be read by ranges.
+
+        A layer whose output is a function of whole rows of its weight (a linear layer's output features, an
+        embedding's tokens) is computed group by group from these, so no block-sized temporary is made (the LM
+        head of an 8B model: 1.05 GB in bf16). The values are those of ``perturbed(block)``. ``W`` is a buffer that
+        the next group overwrites.
+        """
+        terms = self.pending.get(block.index) if self.pending else None
+        param = block.param.detach()
+        readers = self._streamed_readers(block, list(terms.items())) if terms else None
+        if readers is None:
+            return None
+        return self._row_groups(param, readers, rows)
+
+    def _row_groups(self, param: torch.Tensor, readers: list[tuple[NoiseReader, float]],
+                    rows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        width = param[0].numel()
+        rows = min(rows, param.shape[0])
+        group = torch.empty(rows * width, dtype=param.dtype, device=param.device)
+        first, filled = 0, 0
+        for start, stop, piece in self._combined_pieces(param, readers):
+            used = 0
+            while used < stop - start:  # a chunk may end inside a row: its rest starts the next group
+                take = min(stop - start - used, group.numel() - filled)
+                group[filled:filled + take].copy_(piece[used:used + take])
+                filled, used = filled + take, used + take
+                if filled == group.numel() or start + used == param.numel():
+                    last = first + filled // width
+                    yield first, last, group[:filled].view(last - first, *param.shape[1:])
+                    first, filled = last, 0
 
     def apply_combinations(self, jobs: Sequence[tuple[Block, Sequence[tuple[int, float]], float]]) -> None:
         """``add_combination(block, terms, decay=decay)`` for each job, spread over the worker threads.
@@ -371,11 +411,15 @@ class PerturbationEngine:
 
     def _chunk_readers(self, block: Block,
                        terms: Sequence[tuple[int, float]]) -> list[tuple[NoiseReader, float]] | None:
-        """The readers of ``terms`` when ``block`` is a low-precision contiguous tensor whose z can be read a range
-        of elements at a time (``_combine_in_chunks``), else None: a float32 block needs no float32 copy, and a
-        method's own DirectionFn or a low-rank z (added to the whole matrix at once) cannot be read by ranges."""
-        param = block.param
-        if self.source is None or param.dtype == torch.float32 or not param.is_contiguous():
+        """The readers of ``terms`` when ``block`` is a low-precision tensor that ``_combine_in_chunks`` can build a
+        range of elements at a time, else None: a float32 block needs no float32 copy."""
+        return None if block.param.dtype == torch.float32 else self._streamed_readers(block, terms)
+
+    def _streamed_readers(self, block: Block,
+                          terms: Sequence[tuple[int, float]]) -> list[tuple[NoiseReader, float]] | None:
+        """The readers of ``terms`` when ``block`` is contiguous and its z can be read a range of elements at a
+        time, else None: a method's own DirectionFn or a low-rank z (added to the whole matrix at once) cannot."""
+        if self.source is None or not block.param.is_contiguous():
             return None
         readers = self._readers(block, terms)
         return None if any(isinstance(r, LowRankReader) for r, _ in readers) else readers

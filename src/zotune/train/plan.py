@@ -21,10 +21,11 @@ _NOISE_SCRATCH = 4 * (4 << 20)  # the engine's chunk buffers, one per noise thre
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What memory depends on: parameter count, largest tensor, and the widths a forward pass allocates."""
+    """What memory depends on: parameter count, the largest perturbed copy a deferred probe makes, and the widths a
+    forward pass allocates."""
 
     params: int
-    largest: int
+    largest: int  # values of the largest tensor a probe copies whole (a large linear or embedding weight: one group)
     hidden: int
     intermediate: int
     layers: int
@@ -57,6 +58,7 @@ def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
 
     from zotune.assets import resolve_model_path
     from zotune.errors import AssetError
+    from zotune.perturb import hooks
 
     source = resolve_model_path(spec)
     try:
@@ -66,6 +68,8 @@ def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
     except Exception as exc:  # transformers raises many kinds
         raise AssetError(f"Cannot read the config of {spec!r}: {(str(exc).splitlines() or [''])[0]}") from exc
     sizes = [p.numel() for p in model.parameters()]  # tied weights are counted once
+    copied = [hooks.ROW_GROUP if hooks.used_by_rows(module, name, p) else p.numel()
+              for module in model.modules() for name, p in module.named_parameters(recurse=False)]
     text = getattr(config, "text_config", config)
     hidden = getattr(text, "hidden_size", 0)
     heads = getattr(text, "num_attention_heads", None) or 1
@@ -73,7 +77,7 @@ def read_shape(spec: str, *, trust_remote_code: bool = False) -> ModelShape:
     kv_width = (getattr(text, "num_key_value_heads", None) or heads) * head_size
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     stored_bytes = 2 if str(stored).removeprefix("torch.") in ("bfloat16", "float16") else 4
-    return ModelShape(params=sum(sizes), largest=max(sizes), hidden=hidden,
+    return ModelShape(params=sum(sizes), largest=max(copied), hidden=hidden,
                       intermediate=getattr(text, "intermediate_size", 4 * hidden),
                       layers=getattr(text, "num_hidden_layers", 1), vocab=getattr(text, "vocab_size", 0),
                       stored_bytes=stored_bytes, kv_width=kv_width)
@@ -86,7 +90,7 @@ def plan_rows(shape: ModelShape, *, batch: int, tokens: int) -> list[PlanRow]:
     forward = 3 * logits + 4 * bt * max(shape.hidden, shape.intermediate) * 4
     # bf16 weights give bf16 logits, which the loss upcasts to float32 (the three float32 tensors of the fp32
     # forward besides); a probe's perturbed copy of a tensor lives only during its module's forward, before the
-    # loss (the LM head's beside the bf16 logits).
+    # loss (a large linear or embedding weight is copied a group of rows at a time: perturb/hooks.py).
     bf16_forward = bt * shape.vocab * 2 + max(3 * logits, 2 * shape.largest) + 4 * bt * shape.intermediate * 2
     # Activations a backward pass keeps, float32, per token and layer: about 8 hidden-wide tensors (the norms'
     # inputs and outputs, queries, attention output, residuals), 4 key/value-wide (keys and values before and after
