@@ -10,21 +10,22 @@ from zotune.train import plan as memory_plan
 
 # SmolLM2-135M's shape (the built-in, cached in float32), and the peaks measured for it at batch 16 x 64 tokens
 # (ru_maxrss of a process that loads the model and takes two steps; 2026-12-06, AMD EPYC).
-SMOLLM2 = memory_plan.ModelShape(params=134_515_008, largest=28_311_552, hidden=576, intermediate=1536, layers=30,
+SMOLLM2 = memory_plan.ModelShape(params=134_515_008, largest=8_388_608, hidden=576, intermediate=1536, layers=30,
                                  vocab=49_152, kv_width=192)
 MEASURED_GB = {"inference (fp32)": 1.408, "zotune MeZO, fp32": 1.454, "zotune MeZO, fp32 + bf16 autocast": 1.773,
                "zotune MeZO, bf16 weights": 1.274, "AdamW backprop (fp32)": 4.282,
                "AdamW + gradient checkpointing": 3.2, "LoRA backprop (fp32 base)": 3.1}
 
-# The shapes of benchmarks/scale.py (random bf16 checkpoints) and the peaks it measured for every approach that
-# fitted in 22 GB (docs/scale.md; 2026-12-07, 2-core AMD EPYC, batch 16 x 64 tokens).
+# The shapes of benchmarks/scale.py (random bf16 checkpoints; a deferred probe copies at most a group of 8 M values
+# of their linear and embedding weights) and the peaks it measured for every approach that fitted in 22 GB
+# (docs/scale.md; 2026-12-07, 2-core AMD EPYC, batch 16 x 64 tokens).
 SCALE_SHAPES = {
-    "smollm2-135m": memory_plan.ModelShape(134_515_008, 28_311_552, 576, 1536, 30, 49_152, 2, 192),
-    "smollm2-360m": memory_plan.ModelShape(361_821_120, 47_185_920, 960, 2560, 32, 49_152, 2, 320),
-    "llama-3.2-1b": memory_plan.ModelShape(1_235_814_400, 262_668_288, 2048, 8192, 16, 128_256, 2, 512),
-    "smollm2-1.7b": memory_plan.ModelShape(1_711_376_384, 100_663_296, 2048, 8192, 24, 49_152, 2, 2048),
-    "llama-3.2-3b": memory_plan.ModelShape(3_212_749_824, 394_002_432, 3072, 8192, 28, 128_256, 2, 1024),
-    "llama-3-8b": memory_plan.ModelShape(8_030_261_248, 525_336_576, 4096, 14336, 32, 128_256, 2, 1024),
+    "smollm2-135m": memory_plan.ModelShape(134_515_008, 8_388_608, 576, 1536, 30, 49_152, 2, 192),
+    "smollm2-360m": memory_plan.ModelShape(361_821_120, 8_388_608, 960, 2560, 32, 49_152, 2, 320),
+    "llama-3.2-1b": memory_plan.ModelShape(1_235_814_400, 8_388_608, 2048, 8192, 16, 128_256, 2, 512),
+    "smollm2-1.7b": memory_plan.ModelShape(1_711_376_384, 8_388_608, 2048, 8192, 24, 49_152, 2, 2048),
+    "llama-3.2-3b": memory_plan.ModelShape(3_212_749_824, 8_388_608, 3072, 8192, 28, 128_256, 2, 1024),
+    "llama-3-8b": memory_plan.ModelShape(8_030_261_248, 8_388_608, 4096, 14336, 32, 128_256, 2, 1024),
 }
 INFERENCE, MEZO_FP32, AUTOCAST, MEZO_BF16 = ("inference (fp32)", "zotune MeZO, fp32",
                                              "zotune MeZO, fp32 + bf16 autocast", "zotune MeZO, bf16 weights")
@@ -40,7 +41,7 @@ SCALE_MEASURED_GB = [
     ("smollm2-1.7b", LORA, 14.5),
     ("llama-3.2-3b", INFERENCE, 17.3), ("llama-3.2-3b", MEZO_FP32, 19.6), ("llama-3.2-3b", AUTOCAST, 21.7),
     ("smollm2-135m", MEZO_BF16, 1.3), ("smollm2-360m", MEZO_BF16, 1.8), ("llama-3.2-1b", MEZO_BF16, 4.3),
-    ("smollm2-1.7b", MEZO_BF16, 4.9), ("llama-3.2-3b", MEZO_BF16, 8.5), ("llama-3-8b", MEZO_BF16, 18.2),
+    ("smollm2-1.7b", MEZO_BF16, 4.8), ("llama-3.2-3b", MEZO_BF16, 8.5), ("llama-3-8b", MEZO_BF16, 18.3),
 ]
 
 
