@@ -185,12 +185,16 @@ class PerturbationEngine:
         self.applied.clear()
         self.apply_combinations(jobs)
 
+    def _pending_terms(self, block: Block) -> dict[int, float] | None:
+        """``{seed: coef}`` still to be added to ``block`` for a forward pass (None in place, or none pending)."""
+        return self.pending.get(block.index) if self.pending else None
+
     def perturbed(self, block: Block) -> torch.Tensor | None:
         """theta + (pending terms) as a new tensor of the parameter's dtype, or None when nothing is pending.
 
         Arithmetic is float32 with one rounding, as for in-place updates.
         """
-        terms = self.pending.get(block.index) if self.pending else None
+        terms = self._pending_terms(block)
         if not terms:
             return None
         param = block.param.detach()
@@ -208,7 +212,7 @@ class PerturbationEngine:
     def low_rank_terms(self, block: Block) -> list[tuple[float, torch.Tensor, torch.Tensor]] | None:
         """The pending terms of ``block`` as ``(coef, U, V)`` when every one of them is low-rank (z = U Vᵀ), else
         None (nothing pending, or a term that must be built whole)."""
-        terms = self.pending.get(block.index) if self.pending else None
+        terms = self._pending_terms(block)
         if not terms or self.source is None:
             return None
         found = []
@@ -299,7 +303,7 @@ class PerturbationEngine:
         head of an 8B model: 1.05 GB in bf16). The values are those of ``perturbed(block)``. ``W`` is a buffer that
         the next group overwrites.
         """
-        terms = self.pending.get(block.index) if self.pending else None
+        terms = self._pending_terms(block)
         param = block.param.detach()
         readers = self._streamed_readers(block, list(terms.items())) if terms else None
         if readers is None:
