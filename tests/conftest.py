@@ -34,12 +34,12 @@ def build_tiny_tokenizer():
                                    bos_token="[BOS]", eos_token="[PAD]")
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0):
+def build_tiny_model(vocab_size: int, seed: int = 0, *, tied: bool = True):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=0)
+                         tie_word_embeddings=tied, pad_token_id=0, bos_token_id=2, eos_token_id=0)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 

@@ -74,6 +74,27 @@ def test_embedding_rule_counts_touched_rows_only():
     assert torch.equal(torch.cat([touched[:embed], touched[embed + 1:]]), torch.cat([full[:embed], full[embed + 1:]]))
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_auto_rule_counts_every_row_of_an_embedding_that_is_also_the_output_layer(tied, tmp_path):
+    # A tied embedding is the LM head too: every row takes part in each loss, so the paper's count of looked-up
+    # rows would let a controller put far more than MeZO's energy into it unseen by the normalisation.
+    model = build_tiny_model(100, tied=tied)
+    controller = str(_random_controller(model, tmp_path / "c.safetensors"))
+
+    def embedding_count(params, **options):
+        opt = ZOOptimizer(params, "zo-finetuner", method_options={"controller": controller, "touched_rows": 60,
+                                                                  **options})
+        return int(opt.method.counts[[b.name for b in opt.engine.blocks].index("model.embed_tokens.weight")])
+
+    assert embedding_count(model) == (100 if tied else 60) * 32  # auto, the default
+    assert embedding_count(model, embedding_rule="touched") == 60 * 32  # the paper's rule, as it is written
+    assert embedding_count(model, embedding_rule="full") == 100 * 32
+    assert embedding_count(list(model.named_parameters())) == 60 * 32  # tensors alone: no output layer to see
+    trainer = MetaTrainer(model, ControllerBank.load(controller), MetaRecipe(touched_rows=60), steps_per_epoch=1)
+    assert int(trainer.counts[[b.name for b in trainer.engine.blocks].index("model.embed_tokens.weight")]) == \
+        (100 if tied else 60) * 32
+
+
 def test_the_step_applies_the_normalised_scales(tmp_path):
     model = build_tiny_model(100)
     controller = _random_controller(model, tmp_path / "c.safetensors")

@@ -7,6 +7,8 @@ functional core and differ in their update):
   scale and update weight per block; the sampler, ``methods/sampling.py``, chooses the blocks);
 - ``direction(block, generator, out)``: how z is drawn, a whole block at a time, or ``noise_source()``: the same
   as a stream the engine reads in chunks on its worker threads;
+- ``see_model(model)``: the module the optimizer was built on, before ``setup`` (ZO Fine-tuner: whether its
+  embedding is also the output layer);
 - ``directions_per_step(n_directions)``: how many directions a step probes (``n_directions``, unless the
   method sets its own count, as FZOO does);
 - ``probe(loss_fn, seed, eps, plan)``: how the losses are evaluated (two-point by default);
@@ -116,6 +118,11 @@ class Method(Plugin):
     def plan(self, step: int, generator: torch.Generator, sampled: StepPlan) -> StepPlan:
         """The step's plan, given the one the sampler drew (MeZO keeps it as it is)."""
         return sampled
+
+    def see_model(self, model: torch.nn.Module | None) -> None:
+        """Called before ``setup`` with the module the optimizer was built on, or None when it was given tensors:
+        a method whose rule depends on how the model uses a weight reads it here (MeZO: nothing)."""
+        return None
 
     def noise_source(self) -> NoiseSource | None:
         """The method's own distribution of z as a stream (``perturb/noise.py``), read chunk by chunk and on the

@@ -144,6 +144,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         # When the optimizer goes (collected or closed), its noise threads stop and its hooks leave the model,
         # even while the model lives on; the finalizer holds the engine and the hooks, never the optimizer.
         self._release = weakref.finalize(self, _release, self.engine, self._hooks)
+        self.method.see_model(params if isinstance(params, nn.Module) else None)
         self.method.setup(self.engine)
         self.method.check_settings(lr, eps)
         self.sampler.setup(self.engine)

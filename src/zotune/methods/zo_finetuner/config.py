@@ -9,7 +9,7 @@ from zotune.methods.base import MethodConfig, check_option_types
 
 __all__ = ["ZOFinetunerConfig", "EMBEDDING_RULES"]
 
-EMBEDDING_RULES = ("touched", "full")
+EMBEDDING_RULES = ("auto", "touched", "full")
 
 
 @dataclass
@@ -19,9 +19,10 @@ class ZOFinetunerConfig(MethodConfig):
     controller: str = field(default="auto", metadata={
         "help": "controller file (.safetensors from `zotune meta-train`), a shipped controller's name, or auto "
                 "(the shipped controller that fits the model)"})
-    embedding_rule: str = field(default="touched", metadata={
+    embedding_rule: str = field(default="auto", metadata={
         "help": "how an embedding block counts in the normalisation: touched (touched_rows x width, the "
-                "paper's) or full (every element)"})
+                "paper's), full (every element), or auto (touched, but full for an embedding that is also the "
+                "output layer, whose every row takes part in each step)"})
     touched_rows: int = field(default=240, metadata={
         "help": "rows of an embedding block counted under the touched rule: 15 x batch x world size in the paper "
                 "(240 = 15 x 16)"})

@@ -25,7 +25,7 @@ from torch import nn
 from zotune.errors import ConfigError, StateError
 from zotune.perturb import Block
 
-__all__ = ["ControllerBank", "block_features", "normalised_scales", "block_counts", "resolve_controller",
+__all__ = ["ControllerBank", "block_features", "normalised_scales", "block_counts", "output_tied", "resolve_controller",
            "SHIPPED", "FORMAT", "INPUTS", "HIDDEN"]
 
 FORMAT = "zotune-zo-finetuner-controller"
@@ -173,14 +173,31 @@ def block_features(blocks: Sequence[Block], losses: tuple[float, float], sigma: 
     return torch.cat([stats, previous, sigma.detach().float().reshape(-1, 1)], dim=1)
 
 
-def block_counts(blocks: Sequence[Block], *, rule: str, touched_rows: int, pattern: str) -> torch.Tensor:
+def output_tied(model: nn.Module | None) -> frozenset[str]:
+    """The names of ``model``'s trainable tensors that are also its output layer's weight (an LM head tied to the
+    input embedding, as in SmolLM2 and LLaMA-3.2-1B); empty for an untied model or no model."""
+    head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        return frozenset()
+    return frozenset(name for name, param in model.named_parameters() if param is weight and param.requires_grad)
+
+
+def block_counts(blocks: Sequence[Block], *, rule: str, touched_rows: int, pattern: str,
+                 tied: frozenset[str] = frozenset()) -> torch.Tensor:
     """n_b per block (float64): its element count, or for an embedding block under the ``touched`` rule
-    ``min(touched_rows, rows) x width``, the elements a batch can give gradient to."""
+    ``min(touched_rows, rows) x width``, the elements a batch can give gradient to.
+
+    ``auto`` is ``touched`` except for the embeddings named in ``tied`` (``output_tied``): a tied embedding is
+    also the output layer, so every row takes part in each loss, and counting only the looked-up rows would let
+    a controller put many times MeZO's perturbation energy into it unseen by the normalisation (the paper's
+    premise for the rule, that only looked-up rows carry gradient, is an untied embedding's)."""
     embedding = re.compile(pattern)
     counts = []
     for block in blocks:
         numel = block.param.numel()
-        if rule == "touched" and block.param.dim() == 2 and embedding.search(block.name):
+        touched = rule == "touched" or (rule == "auto" and block.name not in tied)
+        if touched and block.param.dim() == 2 and embedding.search(block.name):
             numel = min(touched_rows, block.param.shape[0]) * block.param.shape[1]
         counts.append(numel)
     return torch.tensor(counts, dtype=torch.float64)

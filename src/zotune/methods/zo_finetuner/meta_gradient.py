@@ -25,11 +25,13 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.methods.base import Probe
+from zotune.methods.zo_finetuner.config import EMBEDDING_RULES
 from zotune.methods.zo_finetuner.controller import (
     ControllerBank,
     block_counts,
     block_features,
     energy_constant,
+    output_tied,
 )
 from zotune.methods.zo_finetuner.method import ControllerState
 from zotune.perturb import PerturbationEngine, StepPlan
@@ -54,7 +56,7 @@ class MetaRecipe:
     clip_norm: float = field(default=1.0, metadata={"help": "first-order gradient-norm clip"})
     alpha: float = field(default=1e-6, metadata={"help": "lookahead step of the meta-loss"})
     meta_lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the controllers"})
-    embedding_rule: str = field(default="touched", metadata={"help": "touched or full (see the method's option)"})
+    embedding_rule: str = field(default="auto", metadata={"help": "auto, touched or full (the method's option)"})
     touched_rows: int = field(default=120, metadata={"help": "embedding rows counted: 15 x batch (120 = 15 x 8)"})
     embedding_pattern: str = r"(^|\.)embed[^.]*\.weight$"
     seed: int = field(default=0, metadata={"help": "seeds directions, batches and the controllers' initialisation"})
@@ -70,6 +72,8 @@ class MetaRecipe:
             problems.append(f"Invalid seed: {self.seed!r} (must be an integer from 0 to 2**63 - 1)")
         if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
             problems.append(f"Invalid momentum: {self.momentum!r} (must be in [0, 1))")
+        if self.embedding_rule not in EMBEDDING_RULES:
+            problems.append(f"Invalid embedding_rule: {self.embedding_rule!r} (choose from {', '.join(EMBEDDING_RULES)})")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -95,7 +99,7 @@ class MetaTrainer:
         self.bank = bank.fit(self.engine.blocks, "the controller being meta-trained")
         self.params = [p for _, p in named]
         self.counts = block_counts(self.engine.blocks, rule=recipe.embedding_rule, touched_rows=recipe.touched_rows,
-                                   pattern=recipe.embedding_pattern)
+                                   pattern=recipe.embedding_pattern, tied=output_tied(model))
         self.pretrained = [p.detach().clone() for p in self.params]
         self.model_optimizer = torch.optim.SGD(self.params, lr=recipe.model_lr, momentum=recipe.momentum)
         self.meta_optimizer = torch.optim.SGD(self.bank.parameters(), lr=recipe.meta_lr)

@@ -14,6 +14,7 @@ from zotune.methods.zo_finetuner.controller import (
     block_counts,
     block_features,
     normalised_scales,
+    output_tied,
     resolve_controller,
 )
 from zotune.perturb import PerturbationEngine, StepPlan
@@ -74,13 +75,18 @@ class ZOFinetuner(Method):
         self.counts = torch.zeros(0, dtype=torch.float64)
         self.state = ControllerState(0)
         self._sigma = torch.zeros(0)
+        self._tied: frozenset[str] = frozenset()
+
+    def see_model(self, model: torch.nn.Module | None) -> None:
+        self._tied = output_tied(model)
 
     def setup(self, engine: PerturbationEngine) -> None:
         super().setup(engine)
         self.bank, self.source = resolve_controller(self.config.controller, engine.blocks)
         self.bank.requires_grad_(False)
         self.counts = block_counts(engine.blocks, rule=self.config.embedding_rule,
-                                   touched_rows=self.config.touched_rows, pattern=self.config.embedding_pattern)
+                                   touched_rows=self.config.touched_rows, pattern=self.config.embedding_pattern,
+                                   tied=self._tied)
         self.state = ControllerState(len(engine))
 
     def check_settings(self, lr: float, eps: float) -> None:
