@@ -25,8 +25,8 @@ from torch import nn
 from zotune.errors import ConfigError, StateError
 from zotune.perturb import Block
 
-__all__ = ["ControllerBank", "block_features", "normalised_scales", "block_counts", "output_tied", "resolve_controller",
-           "SHIPPED", "FORMAT", "INPUTS", "HIDDEN"]
+__all__ = ["ControllerBank", "block_features", "normalised_scales", "block_counts", "output_tied",
+           "resolve_controller", "SHIPPED", "FORMAT", "INPUTS", "HIDDEN"]
 
 FORMAT = "zotune-zo-finetuner-controller"
 INPUTS, HIDDEN = 5, 64
