@@ -7,9 +7,17 @@ from dataclasses import dataclass, field
 from zotune.errors import ConfigError
 from zotune.methods.base import MethodConfig, check_option_types
 
-__all__ = ["ZOFinetunerConfig", "EMBEDDING_RULES"]
+__all__ = ["ZOFinetunerConfig", "EMBEDDING_RULES", "EMBEDDING_PATTERN", "embedding_rule_problem"]
 
 EMBEDDING_RULES = ("auto", "touched", "full")
+EMBEDDING_PATTERN = r"(^|\.)embed[^.]*\.weight$"   # names the embedding blocks of Llama-style models
+
+
+def embedding_rule_problem(rule: object) -> str | None:
+    """The message for an unknown embedding rule, or None: the method's config and the meta-trainer's share it."""
+    if rule in EMBEDDING_RULES:
+        return None
+    return f"Invalid embedding_rule: {rule!r} (choose from {', '.join(EMBEDDING_RULES)})"
 
 
 @dataclass
@@ -26,14 +34,14 @@ class ZOFinetunerConfig(MethodConfig):
     touched_rows: int = field(default=240, metadata={
         "help": "rows of an embedding block counted under the touched rule: 15 x batch x world size in the paper "
                 "(240 = 15 x 16)"})
-    embedding_pattern: str = field(default=r"(^|\.)embed[^.]*\.weight$", metadata={
+    embedding_pattern: str = field(default=EMBEDDING_PATTERN, metadata={
         "help": "regex naming the embedding blocks"})
 
     def __post_init__(self) -> None:
         check_option_types(self)
         problems = []
-        if self.embedding_rule not in EMBEDDING_RULES:
-            problems.append(f"Invalid embedding_rule: {self.embedding_rule!r} (choose from {', '.join(EMBEDDING_RULES)})")
+        if rule_problem := embedding_rule_problem(self.embedding_rule):
+            problems.append(rule_problem)
         if self.touched_rows < 1:
             problems.append(f"Invalid touched_rows: {self.touched_rows!r} (must be an integer >= 1)")
         if not self.controller:

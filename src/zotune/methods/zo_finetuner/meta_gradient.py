@@ -25,7 +25,7 @@ import torch
 
 from zotune.errors import ConfigError
 from zotune.methods.base import Probe
-from zotune.methods.zo_finetuner.config import EMBEDDING_RULES
+from zotune.methods.zo_finetuner.config import EMBEDDING_PATTERN, embedding_rule_problem
 from zotune.methods.zo_finetuner.controller import (
     ControllerBank,
     block_counts,
@@ -58,7 +58,7 @@ class MetaRecipe:
     meta_lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the controllers"})
     embedding_rule: str = field(default="auto", metadata={"help": "auto, touched or full (the method's option)"})
     touched_rows: int = field(default=120, metadata={"help": "embedding rows counted: 15 x batch (120 = 15 x 8)"})
-    embedding_pattern: str = r"(^|\.)embed[^.]*\.weight$"
+    embedding_pattern: str = EMBEDDING_PATTERN
     seed: int = field(default=0, metadata={"help": "seeds directions, batches and the controllers' initialisation"})
 
     def __post_init__(self) -> None:
@@ -72,8 +72,8 @@ class MetaRecipe:
             problems.append(f"Invalid seed: {self.seed!r} (must be an integer from 0 to 2**63 - 1)")
         if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:
             problems.append(f"Invalid momentum: {self.momentum!r} (must be in [0, 1))")
-        if self.embedding_rule not in EMBEDDING_RULES:
-            problems.append(f"Invalid embedding_rule: {self.embedding_rule!r} (choose from {', '.join(EMBEDDING_RULES)})")
+        if rule_problem := embedding_rule_problem(self.embedding_rule):
+            problems.append(rule_problem)
         if problems:
             raise ConfigError("; ".join(problems))
 
