@@ -221,10 +221,17 @@ def test_meta_train_cli_resumes_to_the_same_controller(tiny_model_dir, tiny_data
 
 @pytest.mark.parametrize("flag,value,message", [("--epochs", "0", "Invalid epochs"),
                                                 ("--momentum", "1.5", "Invalid momentum"),
-                                                ("--out", "ctrl.pt", "ends in .safetensors")])
+                                                ("--out", "ctrl.pt", "ends in .safetensors"),
+                                                ("--embedding-rule", "all", "Invalid embedding_rule: 'all'")])
 def test_meta_train_rejects_bad_settings(flag, value, message, tmp_path, capsys):
     assert main(["meta-train", flag, value, "--output-dir", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_method_refuses_an_unknown_embedding_rule_as_meta_train_does():
+    from zotune.methods.zo_finetuner.config import ZOFinetunerConfig
+    with pytest.raises(ConfigError, match="Invalid embedding_rule: 'all' \\(choose from auto, touched, full\\)"):
+        ZOFinetunerConfig(embedding_rule="all")
 
 
 def test_a_controller_used_more_than_3x_off_its_meta_training_lr_is_warned_about(tmp_path, recwarn):
