@@ -8,8 +8,9 @@ overhead. On the default model at batch 16 (same batch throughout), the script t
   four passes over the weights (+eps, -2 eps, +eps, update), ``torch.normal`` per tensor, restore and update
   separate;
 - zotune's ``mezo`` (in-place and deferred perturbation, Gaussian and Rademacher directions), ``adalezo``,
-  ``dizo``, ``ldsd``, ``fzoo``, ``lozo`` and ``zo-muon``, each with the optimizer's own breakdown (forward,
-  perturb, update, other); each is compared with as many forward passes as its step takes.
+  ``dizo``, ``zo-finetuner`` (the shipped controller), ``ldsd``, ``fzoo``, ``lozo`` and ``zo-muon``, each with the
+  optimizer's own breakdown (forward, perturb, update, other); each is compared with as many forward passes as
+  its step takes.
 
 Ratios are printed against the floor of each step's own forward passes and against the reference step. When the
 ``mezo`` package from PyPI is importable (``pip install --no-deps mezo==0.0.1``: its declared pins want
@@ -37,8 +38,8 @@ from zotune.train.precision import forward_precision
 # version 2) is timed beside it.
 CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
            ("mezo", {"noise": "torch-gaussian"}), ("mezo", {"noise": "rademacher"}), ("adalezo", {}),
-           ("adalezo", {"noise": "rademacher"}), ("dizo", {}), ("ldsd", {}), ("fzoo", {}), ("lozo", {}),
-           ("zo-muon", {})]
+           ("adalezo", {"noise": "rademacher"}), ("dizo", {}), ("zo-finetuner", {}), ("ldsd", {}), ("fzoo", {}),
+           ("lozo", {}), ("zo-muon", {})]
 
 
 def reference_mezo_step(params: list[torch.Tensor], closure, seed: int, eps: float, lr: float) -> None:
