@@ -5,7 +5,8 @@ the kernel's peak-RSS counter (``/proc/self/clear_refs``, Linux), runs the workl
 (``VmHWM``), so loading's transient copies do not count and every figure includes the weights:
 
 - ``inference``: forward passes of the training loss (what a ZO step runs), no gradients;
-- ``zo-<method>``: ``--steps`` ZO steps with zotune (in-place perturbation, the fp32 default);
+- ``<method>``: ``--steps`` ZO steps of that zotune method (in-place perturbation, the fp32 default, the method's
+  own directions; ``-rademacher``: Rademacher directions);
 - ``adamw``: ``--steps`` first-order steps, loss.backward() and torch.optim.AdamW over every weight.
 
     python benchmarks/memory.py --steps 3
@@ -20,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKLOADS = ["inference", "zo-mezo", "zo-mezo-rademacher", "zo-adalezo", "zo-dizo", "zo-ldsd", "adamw"]
+METHODS = ["mezo", "mezo-rademacher", "adalezo", "dizo", "zo-finetuner", "ldsd", "fzoo", "lozo", "zo-muon"]
+WORKLOADS = ["inference", *METHODS, "adamw"]
 
 
 def _status_kib(field: str) -> int:
@@ -51,19 +53,18 @@ def measure(workload: str, args: argparse.Namespace) -> dict[str, float]:
         with torch.no_grad():
             for _ in range(2 * args.steps):
                 loss()
-    elif workload.startswith("zo-"):
-        method, _, directions = workload[3:].partition("-")
-        opt = ZOOptimizer(model, method, lr=1e-6, eps=1e-3, seed=0, perturbation="in_place",
-                          noise=directions or "gaussian")
+    elif workload in METHODS:
+        method = workload.removesuffix("-rademacher")
+        noise = {"noise": "rademacher"} if method != workload else {}
+        opt = ZOOptimizer(model, method, lr=1e-6, eps=1e-3, seed=0, perturbation="in_place", **noise)
         for _ in range(args.steps):
             opt.step(loss)
     elif workload == "adamw":
-        # candidate_scores runs under inference_mode; its undecorated body builds the autograd graph.
-        scores = candidate_scores.__wrapped__
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         for _ in range(args.steps):
             opt.zero_grad(set_to_none=True)
-            classification_loss(scores(model, batch, tokenizer.pad_token_id), labels).backward()
+            scores = candidate_scores(model, batch, tokenizer.pad_token_id, grad=True)  # builds the autograd graph
+            classification_loss(scores, labels).backward()
             opt.step()
     else:
         raise ValueError(f"unknown workload {workload!r}")
@@ -83,15 +84,15 @@ def main() -> None:
         return
     if not Path("/proc/self/clear_refs").exists():
         sys.exit("memory.py needs Linux's /proc/self/clear_refs to reset the peak-RSS counter")
-    results = {}
+    results, failures = {}, []
     for workload in args.workloads:
         command = [sys.executable, __file__, "--one", workload, "--model", args.model,
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode:
-            sys.exit(f"{workload} failed:\n{run.stderr[-2000:]}")
-        output = run.stdout
-        results[workload] = json.loads(output.strip().splitlines()[-1])
+        if run.returncode:  # the others still run and print: a failure costs one row, not the table
+            failures.append(f"{workload} failed:\n{run.stderr[-2000:]}")
+            continue
+        results[workload] = json.loads(run.stdout.strip().splitlines()[-1])
     base = results.get("inference")
     print(f"{args.model}, batch {args.batch_size}, {args.steps} steps; peak RSS after loading the model "
           f"(weights included)")
@@ -100,6 +101,8 @@ def main() -> None:
     for workload, r in results.items():
         ratio = f"{r['peak_mib'] / base['peak_mib']:.3f}" if base else ""
         print(f"| {workload} | {r['peak_mib']:.0f} | {ratio} |")
+    if failures:
+        sys.exit("\n".join(failures))
 
 
 if __name__ == "__main__":
