@@ -1,6 +1,7 @@
 """--autocast: float32 weights, forward passes in bf16; exact resume; clear errors."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -159,3 +160,35 @@ def test_a_resumed_run_keeps_the_precision_of_its_checkpoint(cpu_flags, tiny_mod
     a = load_file(str(tmp_path / "a" / "checkpoint" / "weights.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoint" / "weights.safetensors"))
     assert straight.steps == resumed.steps and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("flags, autocast, dtype, slow", [
+    ([], "bfloat16", "float32", "--autocast auto, which picks float32 here, is faster"),
+    ([], None, "bfloat16", "--dtype float32 is faster"),
+    ([], None, "float32", None),
+    (["avx512_bf16"], "bfloat16", "float32", None),
+])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_called_slow(cpu_flags, flags, autocast, dtype, slow):
+    from zotune.train.precision import emulated_bf16
+
+    cpu_flags(flags)
+    note = emulated_bf16(autocast, dtype)
+    if slow is None:
+        assert note is None
+    else:
+        assert slow in note and "no amx_bf16 or avx512_bf16" in note
+
+
+def test_a_run_asked_for_bf16_on_a_cpu_without_it_warns_and_says_so(cpu_flags, tiny_model_dir, tiny_data_dir,
+                                                                    tmp_path):
+    from zotune.errors import ZotuneWarning
+
+    cpu_flags([])
+    with pytest.warns(ZotuneWarning, match="bf16 is emulated on this CPU"):
+        result = train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "a", autocast="bfloat16", steps=1),
+                       progress=False)
+    assert result.precision["why"].startswith("as asked for; bf16 is emulated on this CPU")
+    cpu_flags(["avx512_bf16"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZotuneWarning)
+        train(_config(tiny_model_dir, tiny_data_dir, tmp_path / "b", autocast="bfloat16", steps=1), progress=False)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from zotune.commands.flags import train_defaults
-from zotune.errors import ConfigError, StateError
+from zotune.errors import ConfigError, StateError, ZotuneWarning
 
 
 def add_arguments(parser: argparse.ArgumentParser, add_setting_flags) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, say) -> int:
     from zotune.assets import fit_to_context, load_model
     from zotune.tasks import TASKS, encode, evaluate, load_splits, sample_splits
     from zotune.train.checkpoint import WEIGHTS, load_trainable_state
-    from zotune.train.precision import check_autocast, forward_precision, resolve_autocast
+    from zotune.train.precision import check_autocast, emulated_bf16, forward_precision, resolve_autocast
 
     scored = "num_eval" if args.split == "eval" else "num_dev"
     bad = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("batch_size", "max_length", scored)
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace, say) -> int:
     autocast = None if args.autocast == "none" else args.autocast
     check_autocast(autocast, args.dtype)
     autocast, _ = resolve_autocast(autocast, args.dtype)
+    if slow := emulated_bf16(autocast, args.dtype):
+        warnings.warn(slow, ZotuneWarning, stacklevel=2)
     task = TASKS.get(args.task)
     model, tokenizer = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.adapter:

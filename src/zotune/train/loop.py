@@ -52,7 +52,7 @@ from zotune.train.config import TrainConfig, with_defaults
 from zotune.train.logging import FanOut, JsonlLogger, MetricLogger, NullLogger, read_jsonl, tracker_loggers
 from zotune.train.machine import load_average, machine_info
 from zotune.train.plots import plot_layer_draws, plot_training
-from zotune.train.precision import AUTO, fastest_autocast, forward_precision
+from zotune.train.precision import AUTO, emulated_bf16, fastest_autocast, forward_precision
 from zotune.train.schedule import budget_progress
 from zotune.train.seedlog import SeedLogWriter, read_seed_log
 from zotune.train.signals import StopRequests
@@ -269,6 +269,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         Interrupted: a SIGINT or SIGTERM stopped the run (a checkpoint was saved).
     """
     config, precision_reason = resolve_precision(config)
+    if slow := emulated_bf16(config.autocast, config.dtype):
+        warnings.warn(slow, ZotuneWarning, stacklevel=2)
+        precision_reason = f"{precision_reason}; {slow}"
     config = resolve_noise(config)
     out = Path(config.output_dir)
     check_names(config)

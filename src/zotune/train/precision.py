@@ -15,7 +15,8 @@ import torch
 
 from zotune.errors import ConfigError
 
-__all__ = ["AUTOCAST_DTYPES", "AUTO", "check_autocast", "forward_precision", "fastest_autocast", "resolve_autocast"]
+__all__ = ["AUTOCAST_DTYPES", "AUTO", "check_autocast", "emulated_bf16", "forward_precision", "fastest_autocast",
+           "resolve_autocast"]
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO = "auto"  # the fastest exact precision this machine has (fastest_autocast)
@@ -59,6 +60,19 @@ def fastest_autocast(dtype: str) -> tuple[str | None, str]:
     if flags:
         return "bfloat16", f"this CPU has bf16 instructions ({', '.join(flags)})"
     return None, f"this CPU has no bf16 instructions ({', '.join(BF16_FLAGS)}): bf16 would be emulated, slower"
+
+
+def emulated_bf16(autocast: str | None, dtype: str) -> str | None:
+    """Why bf16 asked for (``autocast`` or ``dtype``) will be slow here, or None: a CPU without bf16 instructions,
+    and no GPU, emulates it (a forward pass of the default model takes 7x its float32 time on an AVX2-only EPYC:
+    docs/performance.md). A grid made for bf16 machines would otherwise run for days on one, unannounced."""
+    from zotune.train.machine import BF16_FLAGS, cpu_info
+
+    if "bfloat16" not in (autocast, dtype) or torch.cuda.is_available() or cpu_info()["cpu_bf16"]:
+        return None
+    faster = "--dtype float32" if dtype == "bfloat16" else "--autocast auto, which picks float32 here,"
+    return (f"bf16 is emulated on this CPU (it has no {' or '.join(BF16_FLAGS)}): forward passes run several times "
+            f"slower than in float32 ({faster} is faster)")
 
 
 def resolve_autocast(autocast: str | None, dtype: str) -> tuple[str | None, str]:
