@@ -366,3 +366,23 @@ def test_seeds_that_are_not_integers_are_argparses_one_line(tiny_model_dir, tiny
         main(["bench", str(grid), "--report-only", "--seeds", "one"])
     assert info.value.code == 2
     expect_one_line_error(capsys, "argument --seeds: expected comma-separated integers, got 'one'")
+
+
+def test_a_grid_that_asks_for_bf16_on_a_cpu_that_emulates_it_says_so_before_it_runs(tiny_model_dir, tiny_data_dir,
+                                                                                   tmp_path, recwarn, monkeypatch):
+    import torch
+
+    import zotune.train.machine as machine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = {"model": str(tiny_model_dir), "data_dir": str(tiny_data_dir), "batch_size": 8, "num_train": 16,
+              "num_dev": 8, "num_eval": 8, "eval_steps": 1, "autocast": "bfloat16"}
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0], methods=["mezo"],
+                 budget={"steps": 1}, common=common)
+    for flags, warned in (([], True), (["avx512_bf16"], False)):
+        monkeypatch.setattr(machine, "cpu_info", lambda flags=flags: {"cpu_model": "test", "cpu_bf16": flags})
+        recwarn.clear()
+        assert main(["bench", str(grid), "--no-progress", "--force"]) == 0
+        said = [str(w.message) for w in recwarn]
+        assert any(m.startswith("1 of this grid's 1 runs ask for bf16: bf16 is emulated on this CPU")
+                   for m in said) == warned

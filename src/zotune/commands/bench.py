@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, say) -> int:
     chosen = config.only(methods=args.methods, tasks=args.tasks, seeds=args.seeds)  # checked with --report-only too
     failed = []
     if not args.report_only:
+        _warn_if_emulated(chosen)
         outcomes = run_grid(chosen, isolate=args.isolate, force=args.force, progress=args.progress,
                             on_event=_Progress(say))
         failed = [o for o in outcomes if o.status == "failed"]
@@ -48,6 +49,22 @@ def run(args: argparse.Namespace, say) -> int:
         say(f"zotune: error: {outcome.run.method} on {outcome.run.task}, seed {outcome.run.seed} failed: "
             f"{outcome.message}", error=True)
     return 1 if failed else 0
+
+
+def _warn_if_emulated(config: Any) -> None:
+    """Say once, before the first run, that the grid's bf16 is emulated on this CPU (each run says it too, deep in
+    the log): a grid made on machines with bf16 units takes several times as long here."""
+    import warnings
+
+    from zotune.errors import ZotuneWarning
+    from zotune.train.precision import emulated_bf16
+
+    runs = config.runs()
+    slow = [note for run in runs if (note := emulated_bf16(run.settings.get("autocast"),
+                                                           run.settings.get("dtype", "float32")))]
+    if slow:
+        warnings.warn(f"{len(slow)} of this grid's {len(runs)} runs ask for bf16: {slow[0]}", ZotuneWarning,
+                      stacklevel=3)
 
 
 def _names(text: str) -> list[str]:
