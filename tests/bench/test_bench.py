@@ -226,12 +226,33 @@ def test_every_method_tied_at_the_best_score_is_bold(tiny_model_dir, tiny_data_d
     ({"tasks": ["not-a-task"]}, "not-a-task"),
     ({"colour": "blue"}, "unknown key"),
     ({"methods": {"a/b": {}}}, "invalid name"),
+    ({"references": ["mezo-sign"]}, "references names ['mezo-sign'], which are not among the grid's methods"),
+    ({"references": "mezo"}, "references must be a list"),
+    ({"references": ["mezo", "mezo"]}, "references must be a list of distinct"),
 ])
 def test_bad_grid_files_fail_before_anything_runs(change, message, tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, **{"tasks": ["rotten_tomatoes"], "seeds": [0], **change})
     assert main(["bench", str(grid)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bench").exists()
+
+
+def test_each_reference_gets_its_own_paired_sections(tiny_model_dir, tiny_data_dir, tmp_path):
+    # An ablation is paired with its method (here mezo-rademacher is the yardstick) as well as with MeZO.
+    grid = _grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0, 1],
+                 budget={"steps": 2}, references=["mezo-rademacher", "mezo"])
+    config = load_bench_config(grid)
+    run_grid(config, progress=False)
+    table = write_report(config)["table"].read_text()
+    rows = {(r["method"], r["seed"]): float(r["score"]) for r in csv.DictReader((tmp_path / "bench" / "results.csv").open())}
+    against_rademacher = table.split("## Against mezo-rademacher, run for run")[1].split("## ")[0]
+    mezo_row = next(line for line in against_rademacher.splitlines() if line.startswith("| mezo |")).split(" | ")
+    diff = sum(100 * (rows[("mezo", s)] - rows[("mezo-rademacher", s)]) for s in ("0", "1")) / 2
+    assert mezo_row[1].startswith(f"{diff:+.1f}")
+    assert "| mezo-rademacher |" not in against_rademacher
+    assert table.index("## Time to mezo-rademacher's final") < table.index("## Time to mezo's final")
+    against_mezo = table.split("## Against mezo, run for run")[1].split("## ")[0]
+    assert "| mezo-rademacher |" in against_mezo and "| mezo |" not in against_mezo
 
 
 def test_missing_grid_file_is_a_clear_error(tmp_path, capsys):

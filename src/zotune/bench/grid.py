@@ -10,6 +10,8 @@ The file::
     keep_weights: true                # false: a finished run's checkpoint/ and best/ are removed (logs stay)
     reuse_from: [results/other-grid]  # other grids' output_dirs: a run finished there with the same settings is
                                       # copied (logs, no weights) instead of run again
+    references: [mezo]                # the methods every other one is paired against in results.md, in order
+                                      # (default: the first method that runs plain MeZO)
     common: {model: smollm2-135m, data_dir: data, eval_steps: 50}   # any `zotune train` setting
     methods:                          # label -> settings; `method` defaults to the label
       mezo: {}
@@ -74,6 +76,9 @@ class BenchConfig:
     # Other grids' output folders: a run of this grid that one of them finished with the same settings (the same
     # method label, task and seed) is copied from there instead of run again, e.g. the MeZO cells two grids share.
     reuse_from: list[Path] = field(default_factory=list)
+    # Method labels that results.md pairs every other method against (an ablation beside its method, MeZO beside
+    # both); empty: the first method that runs plain MeZO.
+    references: list[str] = field(default_factory=list)
 
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, task by task, then seed, then method (so a cut-short grid has compared all
@@ -140,7 +145,8 @@ def _mapping(value: Any, where: str, other_axis: str) -> dict[str, dict[str, Any
 def load_bench_config(path: str | Path) -> BenchConfig:
     """Read and check a grid file; every run's settings are validated before anything runs."""
     values = load_yaml_config(path)
-    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate", "keep_weights", "reuse_from"}
+    known = {"methods", "tasks", "seeds", "budget", "output_dir", "common", "isolate", "keep_weights", "reuse_from",
+             "references"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
@@ -171,10 +177,19 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         raise ConfigError(f"{path}: reuse_from must be a list of other grids' output folders, got {reuse_from!r}")
     if any(Path(folder) == output_dir for folder in reuse_from):
         raise ConfigError(f"{path}: reuse_from names the grid's own output_dir ({output_dir})")
-    config = BenchConfig(methods=_mapping(values["methods"], f"{path}: methods", "task"),
+    methods = _mapping(values["methods"], f"{path}: methods", "task")
+    references = values.get("references") or []
+    if not isinstance(references, list) or not all(isinstance(label, str) for label in references) \
+            or len(set(references)) != len(references):
+        raise ConfigError(f"{path}: references must be a list of distinct method labels, got {references!r}")
+    unknown_references = [label for label in references if label not in methods]
+    if unknown_references:
+        raise ConfigError(f"{path}: references names {unknown_references}, which are not among the grid's methods "
+                          f"({', '.join(methods)})")
+    config = BenchConfig(methods=methods,
                          tasks=_mapping(values["tasks"], f"{path}: tasks", "method"), seeds=seeds, budget=dict(budget),
                          output_dir=output_dir, common=dict(common), isolate=isolate, keep_weights=keep_weights,
-                         reuse_from=[Path(folder) for folder in reuse_from])
+                         reuse_from=[Path(folder) for folder in reuse_from], references=references)
     for run in config.runs():  # bad settings and unknown names fail here rather than after hours of other runs
         try:
             run.config()

@@ -234,10 +234,13 @@ def _cost_table(results: list[RunResult], config: BenchConfig) -> str:
     return "\n".join(lines)
 
 
-def _reference_method(results: list[RunResult], config: BenchConfig) -> str | None:
-    """The grid's first method label that runs plain MeZO: the yardstick of the time-to-loss table."""
+def _reference_methods(results: list[RunResult], config: BenchConfig) -> list[str]:
+    """The yardsticks that every other method is paired against: the grid's ``references``, else its first method
+    label that runs plain MeZO (none when it has no such method)."""
+    if config.references:
+        return list(config.references)
     methods = {r.run.method: r.run.config().method for r in results}
-    return next((label for label in config.methods if methods.get(label) == "mezo"), None)
+    return [label for label in config.methods if methods.get(label) == "mezo"][:1]
 
 
 def _time_to_loss_table(results: list[RunResult], config: BenchConfig, reference: str) -> str:
@@ -379,9 +382,11 @@ def _markdown(results: list[RunResult], config: BenchConfig) -> str:
 
 
 def _time_to_loss_section(results: list[RunResult], config: BenchConfig) -> list[str]:
-    reference = _reference_method(results, config)
-    if reference is None:
-        return []
+    return [line for reference in _reference_methods(results, config)
+            for line in _against_reference(results, config, reference)]
+
+
+def _against_reference(results: list[RunResult], config: BenchConfig, reference: str) -> list[str]:
     return [f"## Time to {reference}'s final training loss", "",
             f"Forward passes and training seconds until a run's loss, averaged over the same trailing window as "
             f"its final loss ({FINAL_LOSS_FRACTION:.0%} of its steps), is at or below the final training loss of "
