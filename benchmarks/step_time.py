@@ -37,9 +37,10 @@ from zotune.tasks import candidate_scores, classification_loss
 from zotune.train.precision import forward_precision
 
 # "gaussian" is the counter-based stream; "torch-gaussian" (torch's serial normal_, the stream of seed logs before
-# version 2) is timed beside it.
+# version 2) and "gaussian16" (a table read a value) are timed beside it.
 CONFIGS = [("mezo", {"perturbation": "in_place"}), ("mezo", {"perturbation": "deferred"}),
-           ("mezo", {"noise": "torch-gaussian"}), ("mezo", {"noise": "rademacher"}), ("adalezo", {}),
+           ("mezo", {"noise": "torch-gaussian"}), ("mezo", {"noise": "gaussian16"}), ("mezo", {"noise": "rademacher"}),
+           ("adalezo", {}),
            ("adalezo", {"noise": "rademacher"}), ("dizo", {}), ("zo-finetuner", {}), ("ldsd", {}), ("fzoo", {}),
            ("lozo", {}), ("zo-muon", {})]
 

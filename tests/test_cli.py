@@ -106,7 +106,7 @@ def test_list_names_methods_rules_and_tasks(capsys):
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
     assert "adalezo" in printed and "samplers:" in printed and "adam" in printed and "rotten_tomatoes" in printed and "smollm2-135m" in printed
-    assert "noises:       gaussian, rademacher, torch-gaussian" in printed
+    assert "noises:       gaussian, gaussian16, rademacher, torch-gaussian" in printed
 
 
 def _write(path, text):

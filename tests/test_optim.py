@@ -15,7 +15,7 @@ from zotune.perturb import mix_seed
 
 # Per trial the estimate's error is about sqrt(d + 1) |grad| for Gaussian directions and at most sqrt(d) |grad| for
 # Rademacher ones: over 4000 trials, 3 sigma of the mean is ~0.16 |grad|.
-@pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("noise", ["gaussian", "gaussian16", "rademacher"])
 def test_spsa_estimate_is_unbiased_on_a_quadratic(noise):
     x, hessian, loss = _quadratic()
     true_grad = hessian @ x.detach()

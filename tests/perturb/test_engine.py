@@ -70,7 +70,7 @@ def test_low_precision_param_rounds_once_per_call():
     assert torch.equal(params[0][1], ref.to(torch.bfloat16))
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "rademacher", "torch-gaussian"])
+@pytest.mark.parametrize("noise", ["gaussian", "gaussian16", "rademacher", "torch-gaussian"])
 def test_a_low_precision_block_is_perturbed_chunk_by_chunk_to_the_same_values(noise):
     """Deferred probes on bf16 weights build theta + sum c z a chunk at a time (the temporary is bf16, not a
     float32 copy): the values must be those of the whole-block float32 arithmetic, over several chunks, a short

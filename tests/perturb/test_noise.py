@@ -1,8 +1,12 @@
-"""Streamed noise: chunked draws equal whole draws, threads change nothing, and the counter-based Gaussian and
+"""Streamed noise: chunked draws equal whole draws, threads change nothing, and the counter-based Gaussians and
 Rademacher directions are sound."""
+
+from pathlib import Path
 
 import pytest
 import torch
+
+import zotune.perturb.normal
 
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
@@ -11,6 +15,7 @@ from zotune.perturb.noise import (
     CHUNK,
     SERIAL_SLICE,
     SMALL_BLOCK,
+    Gaussian16Noise,
     GaussianNoise,
     RademacherNoise,
     TorchGaussianNoise,
@@ -86,7 +91,7 @@ def _mlp_run(workers, noise="gaussian"):
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "rademacher", "torch-gaussian"])
+@pytest.mark.parametrize("noise", ["gaussian", "gaussian16", "rademacher", "torch-gaussian"])
 def test_worker_threads_do_not_change_a_training_run(noise):
     for serial, threaded in zip(_mlp_run(1, noise), _mlp_run(4, noise)):
         assert torch.equal(serial, threaded)
@@ -105,7 +110,7 @@ def test_rademacher_signs_are_balanced_and_uncorrelated():
     assert abs((a * c).mean()) < bound  # another block
 
 
-@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise])
+@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise, Gaussian16Noise])
 def test_fused_kernels_and_chunked_reads_equal_the_eager_ops(source):
     n = CHUNK + 40
     fused, eager = torch.zeros(n), torch.zeros(n)
@@ -118,7 +123,7 @@ def test_fused_kernels_and_chunked_reads_equal_the_eager_ops(source):
     assert torch.equal(halves, source(fused=False).reader(77).fill(torch.empty(n)))
 
 
-@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise])
+@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise, Gaussian16Noise])
 def test_adding_to_many_small_blocks_at_once_equals_adding_to_each(source):
     sizes, seeds = [1, 7, 16, 300, SMALL_BLOCK - 1], [3, 2**40 + 5, 3, 2**63 - 1, 11]
     one_by_one = [torch.randn(n, generator=torch.Generator().manual_seed(n)) for n in sizes]
@@ -151,11 +156,12 @@ def test_rademacher_second_moment_is_the_identity():
     assert off.abs().max() < 5 / seeds**0.5
 
 
-def test_gaussian_values_are_standard_normal_and_independent():
+@pytest.mark.parametrize("source", [GaussianNoise, Gaussian16Noise])
+def test_gaussian_values_are_standard_normal_and_independent(source):
     n = 1 << 21
-    a = GaussianNoise().reader(mix_seed(1, 0)).fill(torch.empty(n)).double()
-    b = GaussianNoise().reader(mix_seed(2, 0)).fill(torch.empty(n)).double()
-    c = GaussianNoise().reader(mix_seed(1, 1)).fill(torch.empty(n)).double()
+    a = source().reader(mix_seed(1, 0)).fill(torch.empty(n)).double()
+    b = source().reader(mix_seed(2, 0)).fill(torch.empty(n)).double()
+    c = source().reader(mix_seed(1, 1)).fill(torch.empty(n)).double()
     sd = n ** -0.5
     assert abs(a.mean()) < 5 * sd
     assert abs(a.var() - 1) < 5 * 2**0.5 * sd  # the variance of a mean of z^2 is 2 / n
@@ -167,7 +173,7 @@ def test_gaussian_values_are_standard_normal_and_independent():
     cdf = torch.special.ndtr(a.sort().values)
     ranks = torch.arange(1, n + 1, dtype=torch.float64) / n
     assert torch.maximum(ranks - cdf, cdf - (ranks - 1 / n)).max() < 1.95 * sd
-    for k in (3.0, 4.0):  # the tails, which AS 241 computes apart from the centre: counts within 6 sigma
+    for k in (3.0, 4.0):  # the tails (AS 241 computes them apart from the centre): counts within 6 sigma
         p = 2 * float(torch.special.ndtr(torch.tensor(-k, dtype=torch.float64)))
         assert abs(int((a.abs() > k).sum()) - n * p) < 6 * (n * p) ** 0.5
 
@@ -184,9 +190,34 @@ def test_gaussian_values_reach_the_tails_of_32_bits():
     assert torch.allclose(upper_quantile(v.float()).double(), exact, rtol=1e-6, atol=3e-6)
 
 
-def test_gaussian_second_moment_is_the_identity():
+def test_the_16_bit_gaussian_is_its_table_of_bin_means():
+    from safetensors.torch import load_file
+
+    from zotune.perturb.normal import GAUSSIAN16_BINS, gaussian16_magnitudes, standard_normal16
+
+    # The shipped table is the float64 construction rounded to float32 (within an ulp: the platform's ndtri and exp
+    # may differ in a last bit, which is why it ships as a file).
+    shipped = load_file(str(Path(zotune.perturb.normal.__file__).with_name("gaussian16.safetensors")))["magnitudes"]
+    exact = gaussian16_magnitudes()
+    assert shipped.dtype == torch.float32 and shipped.shape == (GAUSSIAN16_BINS,)
+    assert ((shipped.double() - exact).abs() <= exact * 2.0**-24).all()
+    # Each value lies in its bin of |Z| (equal probability 2^-15 each), increasing, and E[z^2] = 1.
+    edges = torch.special.ndtri(0.5 + torch.arange(GAUSSIAN16_BINS + 1, dtype=torch.float64) / 2**16)
+    scale = exact[0] / (-(2**16) * torch.expm1(-0.5 * edges[1] ** 2) / (2 * torch.pi) ** 0.5)  # the common factor
+    assert 1 < scale < 1 + 1e-6
+    assert ((exact / scale >= edges[:-1]) & (exact / scale <= edges[1:])).all() and (exact.diff() > 0).all()
+    assert exact.square().mean() == pytest.approx(1.0, abs=1e-15)
+    assert float(shipped.max()) == pytest.approx(4.3875, abs=1e-4)
+    # Bit 31 is the sign and bits 16-30 the bin; the low 16 bits are not read.
+    bits = torch.tensor([0, 0xFFFF, 0x7FFF0000, -(1 << 31), -1], dtype=torch.int32)
+    z = standard_normal16(bits)
+    assert z.tolist() == [shipped[0], shipped[0], shipped[-1], -shipped[0], -shipped[-1]]
+
+
+@pytest.mark.parametrize("source", [GaussianNoise, Gaussian16Noise])
+def test_gaussian_second_moment_is_the_identity(source):
     dim, seeds = 12, 3000
-    zs = torch.stack([GaussianNoise().reader(mix_seed(s, 0)).fill(torch.empty(dim)) for s in range(seeds)])
+    zs = torch.stack([source().reader(mix_seed(s, 0)).fill(torch.empty(dim)) for s in range(seeds)])
     second = (zs.T @ zs / seeds).double()
     assert (second.diagonal() - 1).abs().max() < 6 * (2 / seeds) ** 0.5
     off = second - torch.diag(second.diagonal())

@@ -40,6 +40,7 @@ def _base_model(model_dir, dtype=torch.float32):
 REPLAYED = [
     ("mezo", {}, "sgd", 1),
     ("mezo", {"noise": "rademacher"}, "sgd", 2),
+    ("mezo", {"noise": "gaussian16"}, "sgd", 1),
     ("mezo", {}, "adam", 2),
     ("mezo", {}, "cons", 1),
     ("adalezo", {}, "sgd", 1),

@@ -3,7 +3,14 @@
 from zotune.perturb.engine import Block, DirectionFn, PerturbationEngine, StepPlan, gaussian_direction
 from zotune.perturb.functional import add_noise, mix_seed
 from zotune.perturb.hooks import attach_perturbation_hooks
-from zotune.perturb.noise import NOISES, GaussianNoise, NoiseSource, RademacherNoise, TorchGaussianNoise
+from zotune.perturb.noise import (
+    NOISES,
+    Gaussian16Noise,
+    GaussianNoise,
+    NoiseSource,
+    RademacherNoise,
+    TorchGaussianNoise,
+)
 
 __all__ = [
     "Block",
@@ -12,6 +19,7 @@ __all__ = [
     "StepPlan",
     "gaussian_direction",
     "GaussianNoise",
+    "Gaussian16Noise",
     "NOISES",
     "NoiseSource",
     "RademacherNoise",

@@ -8,6 +8,9 @@ perturbed at once on worker threads (each reader owns its generator).
 - :class:`GaussianNoise` (``"gaussian"``, the default and MeZO's distribution): z ~ N(0, I), each value the inverse
   normal CDF of a counter-based hash of (seed, i) (``normal.py``). The kernel is fused by ``torch.compile`` when a
   C++ compiler is there and runs on every core; plain torch ops give the same values bit for bit otherwise.
+- :class:`Gaussian16Noise` (``"gaussian16"``): a Gaussian of 65,536 equally likely values, from 16 bits of the same
+  hash and a table (``normal.py``): E[z z^T] = I, its CDF within 1.5e-5 of the normal one, |z| <= 4.39, at about
+  twice the speed of ``gaussian``'s transform.
 - :class:`RademacherNoise` (``"rademacher"``): z_i = ±1, the top bit of the same hash. E[z z^T] = I, so SPSA with it
   is as unbiased as with Gaussians, and it costs a few integer operations per weight.
 - :class:`TorchGaussianNoise` (``"torch-gaussian"``): z ~ N(0, I) from torch's CPU generator (``normal_``), which
@@ -25,13 +28,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from zotune.errors import ZotuneWarning
-from zotune.perturb.normal import standard_normal
+from zotune.perturb.normal import standard_normal, standard_normal16
 from zotune.registry import Registry
 
 __all__ = ["CHUNK", "SERIAL_SLICE", "SMALL_BLOCK", "chunks", "serially", "NoiseSource", "NoiseReader",
            "LowRankReader", "FactoredNoise", "as_matrix", "GaussianNoise",
-           "RademacherNoise", "TorchGaussianNoise", "NOISES", "rademacher_signs", "add_rademacher_signs",
-           "gaussian_values", "add_gaussian_values"]
+           "Gaussian16Noise", "RademacherNoise", "TorchGaussianNoise", "NOISES", "rademacher_signs",
+           "add_rademacher_signs", "gaussian_values", "add_gaussian_values", "gaussian16_values",
+           "add_gaussian16_values"]
 
 # normal_ consumes its generator in groups of 16 values: chunk boundaries on multiples of 16 keep streams exact.
 CHUNK = 1 << 20
@@ -259,6 +263,21 @@ def add_gaussian_values(target: torch.Tensor, keys: torch.Tensor, start: torch.T
     return target.add_(_normals(target.numel(), keys, start) * coef)
 
 
+def _normals16(numel: int, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    return standard_normal16(_bits(numel, keys, start))
+
+
+def gaussian16_values(out: torch.Tensor, keys: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Fill flat float32 ``out`` with 16-bit Gaussian values of the stream ``keys`` (as ``rademacher_signs``)."""
+    return out.copy_(_normals16(out.numel(), keys, start))
+
+
+def add_gaussian16_values(target: torch.Tensor, keys: torch.Tensor, start: torch.Tensor,
+                          coef: torch.Tensor) -> torch.Tensor:
+    """``target += coef * z`` for flat float32 ``target``: the same z as ``gaussian16_values``."""
+    return target.add_(_normals16(target.numel(), keys, start) * coef)
+
+
 _kernels: dict[str, Callable] = {}
 
 
@@ -367,6 +386,15 @@ class GaussianNoise(_CounterNoise):
     values_of_bits = staticmethod(standard_normal)
 
 
+class Gaussian16Noise(_CounterNoise):
+    """z from 16 bits of a counter-based hash of (seed, i): a sign and one of 2^15 magnitudes (``normal.py``)."""
+
+    name = "gaussian16"
+    fill_kernel = staticmethod(gaussian16_values)
+    add_kernel = staticmethod(add_gaussian16_values)
+    values_of_bits = staticmethod(standard_normal16)
+
+
 class RademacherNoise(_CounterNoise):
     """z_i = ±1 with probability 1/2 each, the top bit of a counter-based hash of (seed, i)."""
 
@@ -378,5 +406,5 @@ class RademacherNoise(_CounterNoise):
 
 # The distributions of z that ``--noise`` names.
 NOISES: Registry[NoiseSource] = Registry("direction distribution")
-for _source in (GaussianNoise(), RademacherNoise(), TorchGaussianNoise()):
+for _source in (GaussianNoise(), Gaussian16Noise(), RademacherNoise(), TorchGaussianNoise()):
     NOISES.register(_source.name, _source)
