@@ -11,7 +11,7 @@ from zotune.errors import (
     ZotuneWarning,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ZOOptimizer",

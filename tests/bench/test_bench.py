@@ -78,7 +78,7 @@ def test_grid_writes_csv_table_and_plots_and_a_rerun_skips_finished_runs(tiny_mo
     # The two direction kinds really ran differently.
     summaries = [json.loads((tmp_path / "bench" / "runs" / m / "sst2" / "seed0" / "summary.json").read_text())
                  for m in ("mezo", "mezo-rademacher")]
-    assert summaries[0]["config"]["noise"] == "gaussian" and summaries[1]["config"]["noise"] == "rademacher"
+    assert summaries[0]["config"]["noise"] == "gaussian16" and summaries[1]["config"]["noise"] == "rademacher"
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "bench" / "runs").rglob("summary.json")}
     assert [o.status for o in run_grid(config, progress=False)] == ["skipped"] * 8
@@ -131,6 +131,24 @@ def test_a_run_finished_before_the_counter_gaussian_counts_as_torch_gaussian(tin
     with pytest.raises(ConfigError, match="differs in noise"):
         run_grid(grid("gaussian"), progress=False)
     assert run_state(grid("torch-gaussian").runs()[0]) == "finished"
+
+
+def test_a_run_finished_under_the_earlier_default_noise_counts_only_where_noise_means_nothing(
+        tiny_model_dir, tiny_data_dir, tmp_path):
+    # Before zotune 0.3.0 the default noise was `gaussian`: a MeZO run that drew it is another stream than today's
+    # default, but for a method with its own directions (LOZO's low-rank z) the recorded name meant nothing.
+    from zotune.bench.runner import run_state
+
+    config = load_bench_config(_grid(tmp_path, tiny_model_dir, tiny_data_dir, tasks=["rotten_tomatoes"], seeds=[0],
+                                     budget={"steps": 1}, methods={"mezo": {}, "lozo": {}}))
+    run_grid(config, progress=False)
+    for run in config.runs():
+        path = run.output_dir / "summary.json"
+        summary = json.loads(path.read_text())
+        assert summary["config"]["noise"] == "gaussian16"
+        summary["config"]["noise"] = "gaussian"
+        path.write_text(json.dumps(summary))
+    assert {run.method: run_state(run) for run in config.runs()} == {"mezo": "changed", "lozo": "finished"}
 
 
 def test_keep_weights_false_removes_a_finished_runs_weights_and_keeps_its_results(tiny_model_dir, tiny_data_dir,

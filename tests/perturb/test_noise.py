@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import zotune.perturb.normal
-
 from zotune import ZOOptimizer
 from zotune.errors import ConfigError
 from zotune.perturb import PerturbationEngine, StepPlan, mix_seed
@@ -230,4 +229,6 @@ def test_the_noise_option_is_validated():
         ZOOptimizer(model, noise="uniform")
     with pytest.raises(ConfigError, match="draws its own directions"):
         ZOOptimizer(model, method="ldsd", noise="rademacher")
+    # The default before zotune 0.3.0 is no choice either: seed logs and states of that time name it.
+    assert ZOOptimizer(model, method="ldsd", noise="gaussian").engine.source.name != "gaussian"
     assert ZOOptimizer(model, noise="rademacher").settings["noise"] == "rademacher"

@@ -64,12 +64,14 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(method, options, t
 
 
 # Expected losses of the first 10 steps on the tiny model (seed 0): a loop regression guard, for each Gaussian
-# stream. torch-gaussian's were stored when it was `gaussian` (before seed log version 2), so the old stream is
-# checked unchanged.
+# stream. torch-gaussian's were stored when it was `gaussian` (before seed log version 2) and gaussian's when it was
+# the default (before zotune 0.3.0), so the old streams are checked unchanged.
 EXPECTED_LOSSES = {
     "torch-gaussian": [0.682134, 0.681695, 0.687377, 0.689855, 0.693022, 0.696258, 0.657875, 0.668392, 0.660049,
                        0.698194],
     "gaussian": [0.67383, 0.685255, 0.689666, 0.681431, 0.677598, 0.686955, 0.695987, 0.654774, 0.665981, 0.687838],
+    "gaussian16": [0.687406, 0.683107, 0.691537, 0.689597, 0.693008, 0.688443, 0.683844, 0.666697, 0.635561,
+                   0.730341],
 }
 
 

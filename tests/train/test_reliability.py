@@ -197,6 +197,46 @@ def test_an_optimizer_state_from_before_the_counter_gaussian_goes_on_with_torchs
         run("gaussian", 0, (half.state_dict(), {**saved, "zo": {**saved["zo"], "noise": "rademacher"}}))
 
 
+def test_a_run_made_under_the_earlier_default_resumes_with_its_stream(tiny_model_dir, tiny_data_dir, tmp_path):
+    # Before zotune 0.3.0 the default noise was `gaussian`; a run that drew it resumes with it under the new default.
+    whole = tmp_path / "whole"
+    train(_config(tiny_model_dir, tiny_data_dir, whole, noise="gaussian"), progress=False)
+    old = tmp_path / "old"
+    train(_config(tiny_model_dir, tiny_data_dir, old, steps=3, noise="gaussian"), progress=False)
+    with pytest.warns(UserWarning, match="not from this zotune's default `gaussian16`: it goes on with the stream it "
+                                         "started with, gaussian"):
+        train(_config(tiny_model_dir, tiny_data_dir, old, steps=6, resume=True), progress=False)
+    for name, tensor in _final_weights(whole).items():
+        assert torch.equal(_final_weights(old)[name], tensor), name
+    assert json.loads((old / "summary.json").read_text())["config"]["noise"] == "gaussian"
+    assert replay(read_seed_log(old / "seeds.jsonl"), _base_model(tiny_model_dir)).matches_log is True
+
+
+def test_an_optimizer_state_of_the_earlier_default_goes_on_with_it_only_under_the_default():
+    from zotune import ZOOptimizer
+
+    def run(steps, state=None, **noise):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+        data = torch.linspace(-1, 1, 32).view(8, 4)
+        opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=2, **noise)
+        if state is not None:
+            model.load_state_dict(state[0])
+            opt.load_state_dict(state[1])
+        for _ in range(steps):
+            opt.step(lambda: model(data).pow(2).mean())
+        return model, opt
+
+    whole, _ = run(4, noise="gaussian")
+    half, opt = run(2, noise="gaussian")
+    with pytest.warns(UserWarning, match="goes on with the stream it started with, gaussian"):
+        resumed, opt = run(2, (half.state_dict(), opt.state_dict()))  # the default noise, gaussian16
+    assert opt.settings["noise"] == "gaussian"
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))
+    with pytest.raises(StateError, match="build it with noise='gaussian'"):
+        run(0, (half.state_dict(), opt.state_dict()), noise="rademacher")  # a choice, not the default: refused
+
+
 def test_gaussian_and_torch_gaussian_are_different_streams(tiny_model_dir, tiny_data_dir, tmp_path):
     for noise in ("gaussian", "torch-gaussian"):
         train(_config(tiny_model_dir, tiny_data_dir, tmp_path / noise, steps=2, noise=noise), progress=False)

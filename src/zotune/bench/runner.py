@@ -61,6 +61,7 @@ _NOT_SETTINGS = ("resume", "overwrite", "output_dir")
 def _changed_keys(run: RunSpec, folder: Path | None = None) -> list[str]:
     """The settings in which the run finished in ``folder`` (default: the run's own) differs from the grid's; a
     setting newer than the run's summary counts as its default."""
+    from zotune.optim import draws_own_directions
     from zotune.train.config import with_defaults
     from zotune.train.precision import AUTO
 
@@ -68,6 +69,8 @@ def _changed_keys(run: RunSpec, folder: Path | None = None) -> list[str]:
     finished = with_defaults(_finished_config(folder or run.output_dir) or {}, wanted)
     if wanted.get("autocast") == AUTO:  # auto's choice, made on the machine the run finished on, is kept
         wanted["autocast"] = finished.get("autocast")
+    if draws_own_directions(wanted.get("method", "mezo")):  # its noise setting means nothing (an earlier default)
+        wanted["noise"] = finished.get("noise")
     return sorted(k for k in set(wanted) | set(finished) if k not in _NOT_SETTINGS
                   and finished.get(k) != wanted.get(k))
 

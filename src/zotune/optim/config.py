@@ -17,7 +17,7 @@ from zotune.optim.updates import UPDATES, UpdateRule
 from zotune.perturb import NOISES
 from zotune.settings import is_finite, is_int, reject_unknown_keys, renamed_settings, shares_settings
 
-__all__ = ["ZOConfig", "PERTURBATIONS", "default_lr_eps", "legacy_noise"]
+__all__ = ["ZOConfig", "PERTURBATIONS", "EARLIER_DEFAULT_NOISES", "default_lr_eps", "draws_own_directions", "legacy_noise"]
 
 PERTURBATIONS = ("auto", "in_place", "deferred")
 # n-SPSA uses a handful of directions (MeZO's appendix: up to 16); a step keeps 2 n losses, and 10^8 would run
@@ -29,13 +29,26 @@ EPS = 1e-3  # MeZO's perturbation scale for full fine-tuning (arXiv 2305.17333, 
 _ADAPTER_DEFAULTS = {"lora": (1e-4, 1e-2), "prefix": (1e-2, 1e-1)}
 
 
+# What ``noise`` defaulted to before gaussian16 (zotune 0.3.0): a record of a method that draws its own directions
+# names it without having chosen anything.
+EARLIER_DEFAULT_NOISES = ("gaussian",)
+
+
+def draws_own_directions(method: str) -> bool | None:
+    """Whether the registered method draws its own directions (a ``noise_source`` of its own: LDSD, LOZO, ...),
+    so that the ``noise`` setting means nothing for it; None for a name that is not registered."""
+    try:
+        return METHODS.get(method).impl_cls.noise_source is not Method.noise_source
+    except (UnknownNameError, TypeError):
+        return None
+
+
 def legacy_noise(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings recorded before ``gaussian`` became the counter-based stream (seed logs before version 2,
     summaries before zotune 0.2.0), with the stream their ``gaussian`` meant: ``torch-gaussian``, for the methods
     that draw the optimizer's noise (one with a stream of its own kept it)."""
-    try:
-        own = METHODS.get(settings.get("method", "mezo")).impl_cls.noise_source is not Method.noise_source
-    except (UnknownNameError, TypeError):
+    own = draws_own_directions(settings.get("method", "mezo"))
+    if own is None:
         return settings  # an unknown method: whoever reads the settings reports it
     if own or settings.get("noise", "gaussian") != "gaussian":
         return settings
@@ -92,10 +105,12 @@ class ZOConfig:
     direction_parallel: bool = _setting(
         False, "spread the n_directions over the ranks of the initialised torch.distributed group (needs deferred "
                "perturbation, the default then)")
-    noise: str = _setting("gaussian", "distribution of z: gaussian (MeZO's), gaussian16 (a Gaussian of 65,536 "
-                                      "values from 16 random bits, about twice as fast to draw), rademacher (±1 "
-                                      "signs, cheaper still; docs/performance.md), all from a counter-based hash, or "
-                                      "torch-gaussian (torch's generator: gaussian before seed log version 2)")
+    noise: str = _setting("gaussian16", "distribution of z: gaussian16 (MeZO's N(0, I) as 65,536 equally likely "
+                                        "values from 16 random bits: E[z z^T] = I, about twice as fast to draw as "
+                                        "gaussian), gaussian (N(0, I) through the inverse normal CDF of 32 bits; "
+                                        "the default before zotune 0.3.0), rademacher (±1 signs, cheaper still; "
+                                        "docs/performance.md), all from a counter-based hash, or torch-gaussian "
+                                        "(torch's generator: gaussian before seed log version 2)")
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": (
         "options of the method and of its sampler: each goes to the config that declares it, or to the one its "
         "prefix names (sampler.sample_fraction)")})

@@ -26,7 +26,7 @@ from zotune.methods import (
     build_sampler,
     route_options,
 )
-from zotune.optim.config import PERTURBATIONS, ZOConfig, legacy_noise
+from zotune.optim.config import EARLIER_DEFAULT_NOISES, PERTURBATIONS, ZOConfig, legacy_noise
 from zotune.optim.updates import UpdateContext
 from zotune.perturb import NOISES, PerturbationEngine, attach_perturbation_hooks, mix_seed
 from zotune.registry import normalise
@@ -420,19 +420,27 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.sampler.load_state_dict(zo["sampler_state"])
 
     def _continue_noise(self, saved: str | None) -> None:
-        """Go on with the stream the state was made with: a state from before states recorded their noise drew
-        ``gaussian`` from torch's generator, now ``torch-gaussian``; any other difference is refused."""
+        """Go on with the stream the state was made with, when this optimizer has a default noise (it may not have
+        been chosen): a state from before states recorded their noise drew ``gaussian`` from torch's generator,
+        now ``torch-gaussian``; one made under an earlier default names it. Said in a warning. A noise that differs
+        from the state's and is not the default is refused."""
         mine = self.engine.source.name if self.engine.source is not None else None
+        if saved == _BEFORE_NOISE_RECORDED:
+            if mine not in (ZOConfig.noise, *EARLIER_DEFAULT_NOISES):
+                return  # chosen by the caller, who knows what the old state drew
+            saved, switchable = legacy_noise({**self.settings, "noise": "gaussian"})["noise"], True
+        else:
+            switchable = mine == ZOConfig.noise
         if saved == mine:
             return
-        if saved == _BEFORE_NOISE_RECORDED and legacy_noise(self.settings)["noise"] != self.settings["noise"]:
-            warnings.warn("This optimizer state was saved before zotune drew `gaussian` directions from its "
-                          "counter-based stream: the run goes on with the stream it started with, torch-gaussian",
-                          ZotuneWarning, stacklevel=3)
-            self.engine.source = NOISES.get("torch-gaussian")
-            self.config.noise = self.settings["noise"] = "torch-gaussian"
-        elif saved != _BEFORE_NOISE_RECORDED:
-            raise StateError(f"State dict is for noise={saved!r}, this optimizer has noise={mine!r}")
+        if not switchable:
+            raise StateError(f"State dict is for noise={saved!r}, this optimizer has noise={mine!r} (build it with "
+                             f"noise={saved!r} to go on with the stream the state was made with)")
+        warnings.warn(f"This optimizer state drew its directions from `{saved}`, not from this zotune's default "
+                      f"`{mine}`: the run goes on with the stream it started with, {saved}", ZotuneWarning,
+                      stacklevel=3)
+        self.engine.source = NOISES.get(saved)
+        self.config.noise = self.settings["noise"] = saved
 
 
 # What a state from before states recorded their noise stands for (see ``ZOOptimizer._continue_noise``).
@@ -487,7 +495,7 @@ def _noise_source(noise: str, method: Method) -> Any:
     own = method.noise_source()
     if own is None:
         return NOISES.get(noise)
-    if noise not in (ZOConfig.noise, own.name):  # the default is not a choice
+    if noise not in (ZOConfig.noise, *EARLIER_DEFAULT_NOISES, own.name):  # a default (now or then) is no choice
         raise ConfigError(f"method {method.config.name!r} draws its own directions; noise={noise!r} does not "
                           "apply to it")
     return own

@@ -29,7 +29,7 @@ from zotune.files.durable import (
 )
 from zotune.files.outputs import FolderLock, check_not_inputs, existing_outputs, remove_outputs
 from zotune.integrations.adapters import apply_peft
-from zotune.optim import ZOConfig, ZOOptimizer, legacy_noise
+from zotune.optim import ZOConfig, ZOOptimizer, draws_own_directions, legacy_noise
 from zotune.optim.distributed import close_parallel, init_parallel, mean_over_ranks, sum_over_ranks
 from zotune.perturb import mix_seed
 from zotune.tasks import (
@@ -229,8 +229,9 @@ def resolve_precision(config: TrainConfig) -> tuple[TrainConfig, str]:
 
 
 def resolve_noise(config: TrainConfig) -> TrainConfig:
-    """The config, resuming a run made before `gaussian` was the counter-based stream with the default noise,
-    with the stream that run drew (torch-gaussian), so that the resume is exact; said in a warning."""
+    """The config, resuming with the default noise a run that drew another stream (one made under an earlier
+    default: torch-gaussian before 0.2.0, gaussian before 0.3.0), with the stream that run drew, so that the resume
+    is exact; said in a warning."""
     if not config.resume or config.noise != ZOConfig.noise:
         return config
     found = find_checkpoint(Path(config.output_dir) / "checkpoint")
@@ -241,8 +242,10 @@ def resolve_noise(config: TrainConfig) -> TrainConfig:
         return config  # no readable fingerprint: the resume's own checks report it
     if drawn == config.noise:
         return config
-    warnings.warn(f"The run in {config.output_dir} was started before zotune drew `gaussian` directions from its "
-                  f"counter-based stream: it goes on with the stream it started with, {drawn}", ZotuneWarning,
+    if draws_own_directions(config.method):  # the name it recorded meant nothing: nothing to say
+        return dataclasses.replace(config, noise=drawn)
+    warnings.warn(f"The run in {config.output_dir} drew its directions from `{drawn}`, not from this zotune's "
+                  f"default `{config.noise}`: it goes on with the stream it started with, {drawn}", ZotuneWarning,
                   stacklevel=3)
     return dataclasses.replace(config, noise=drawn)
 
