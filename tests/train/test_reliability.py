@@ -170,20 +170,26 @@ def test_runs_from_before_the_counter_gaussian_replay_and_resume_with_torchs_gen
     assert json.loads((old / "summary.json").read_text())["config"]["noise"] == "torch-gaussian"
 
 
-def test_an_optimizer_state_from_before_the_counter_gaussian_goes_on_with_torchs_generator():
+def _small_run(steps, state=None, **noise):
+    """A two-layer model trained ``steps`` steps by a ZOOptimizer (``noise=...``, or the default), from ``state``
+    (model and optimizer state dicts) when given: the model and the optimizer."""
     from zotune import ZOOptimizer
 
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    data = torch.linspace(-1, 1, 32).view(8, 4)
+    opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=2, **noise)
+    if state is not None:
+        model.load_state_dict(state[0])
+        opt.load_state_dict(state[1])
+    for _ in range(steps):
+        opt.step(lambda: model(data).pow(2).mean())
+    return model, opt
+
+
+def test_an_optimizer_state_from_before_the_counter_gaussian_goes_on_with_torchs_generator():
     def run(noise, steps, state=None):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
-        data = torch.linspace(-1, 1, 32).view(8, 4)
-        opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=2, noise=noise)
-        if state is not None:
-            model.load_state_dict(state[0])
-            opt.load_state_dict(state[1])
-        for _ in range(steps):
-            opt.step(lambda: model(data).pow(2).mean())
-        return model, opt
+        return _small_run(steps, state, noise=noise)
 
     whole, _ = run("torch-gaussian", 4)
     half, opt = run("torch-gaussian", 2)
@@ -213,28 +219,14 @@ def test_a_run_made_under_the_earlier_default_resumes_with_its_stream(tiny_model
 
 
 def test_an_optimizer_state_of_the_earlier_default_goes_on_with_it_only_under_the_default():
-    from zotune import ZOOptimizer
-
-    def run(steps, state=None, **noise):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
-        data = torch.linspace(-1, 1, 32).view(8, 4)
-        opt = ZOOptimizer(model, lr=1e-2, eps=1e-3, seed=2, **noise)
-        if state is not None:
-            model.load_state_dict(state[0])
-            opt.load_state_dict(state[1])
-        for _ in range(steps):
-            opt.step(lambda: model(data).pow(2).mean())
-        return model, opt
-
-    whole, _ = run(4, noise="gaussian")
-    half, opt = run(2, noise="gaussian")
+    whole, _ = _small_run(4, noise="gaussian")
+    half, opt = _small_run(2, noise="gaussian")
     with pytest.warns(UserWarning, match="goes on with the stream it started with, gaussian"):
-        resumed, opt = run(2, (half.state_dict(), opt.state_dict()))  # the default noise, gaussian16
+        resumed, opt = _small_run(2, (half.state_dict(), opt.state_dict()))  # the default noise, gaussian16
     assert opt.settings["noise"] == "gaussian"
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))
     with pytest.raises(StateError, match="build it with noise='gaussian'"):
-        run(0, (half.state_dict(), opt.state_dict()), noise="rademacher")  # a choice, not the default: refused
+        _small_run(0, (half.state_dict(), opt.state_dict()), noise="rademacher")  # a choice, not the default: refused
 
 
 def test_gaussian_and_torch_gaussian_are_different_streams(tiny_model_dir, tiny_data_dir, tmp_path):
