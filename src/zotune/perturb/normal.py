@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["standard_normal", "standard_normal16", "gaussian16_magnitudes", "GAUSSIAN16_BINS"]
+__all__ = ["standard_normal", "standard_normal16", "gaussian16_magnitudes", "GAUSSIAN16_BINS", "GAUSSIAN16_TABLE"]
 
 # AS 241 (PPND7) coefficients, lowest power first; the denominators' constant terms are 1.
 _CENTRAL_NUM = (3.3871327179, 50.434271938, 159.29113202, 59.109374720)
@@ -123,11 +123,12 @@ def _load_gaussian16() -> torch.Tensor:
     return load_file(str(_GAUSSIAN16_FILE))["magnitudes"]
 
 
-_GAUSSIAN16 = _load_gaussian16()
+# The 2^15 magnitudes, float32, the value of each bin (a test checks them against ``gaussian16_magnitudes``).
+GAUSSIAN16_TABLE = _load_gaussian16()
 
 
 def standard_normal16(bits: torch.Tensor) -> torch.Tensor:
     """One value of the 16-bit Gaussian (float32) for each int32 of uniformly random ``bits``: bit 31 its sign,
     bits 16-30 its bin (see above)."""
     sign = ((bits >> 31) | 1).to(torch.float32)
-    return sign * _GAUSSIAN16[(bits >> 16) & (GAUSSIAN16_BINS - 1)]
+    return sign * GAUSSIAN16_TABLE[(bits >> 16) & (GAUSSIAN16_BINS - 1)]
