@@ -1,6 +1,7 @@
 """Streamed noise: chunked draws equal whole draws, threads change nothing, and the counter-based Gaussians and
 Rademacher directions are sound."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,18 @@ def test_fused_kernels_and_chunked_reads_equal_the_eager_ops(source):
     halves = torch.cat([reader.fill(torch.empty(1000)), reader.fill(torch.empty(n - 1000))])
     assert torch.equal(halves * 0.3, fused)
     assert torch.equal(halves, source(fused=False).reader(77).fill(torch.empty(n)))
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler: the eager ops run")
+@pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise, Gaussian16Noise])
+def test_kernels_compile_with_their_options_where_a_compiler_is_there(source):
+    # A compile option torch stopped accepting would fall back to the eager ops: the same values, slower. This
+    # catches that: the kernel is recompiled here and must come back compiled.
+    import zotune.perturb.noise as noise
+
+    for fn in (source.fill_kernel, source.add_kernel):
+        noise._kernels.pop(fn.__name__, None)
+        assert noise._kernel(fn, source.tables) is not fn
 
 
 @pytest.mark.parametrize("source", [RademacherNoise, GaussianNoise, Gaussian16Noise])
