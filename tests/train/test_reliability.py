@@ -188,19 +188,16 @@ def _small_run(steps, state=None, **noise):
 
 
 def test_an_optimizer_state_from_before_the_counter_gaussian_goes_on_with_torchs_generator():
-    def run(noise, steps, state=None):
-        return _small_run(steps, state, noise=noise)
-
-    whole, _ = run("torch-gaussian", 4)
-    half, opt = run("torch-gaussian", 2)
+    whole, _ = _small_run(4, noise="torch-gaussian")
+    half, opt = _small_run(2, noise="torch-gaussian")
     saved = opt.state_dict()
     del saved["zo"]["noise"]  # as states were saved before they recorded it
     with pytest.warns(UserWarning, match="goes on with the stream it started with, torch-gaussian"):
-        resumed, opt = run("gaussian", 2, (half.state_dict(), saved))
+        resumed, opt = _small_run(2, (half.state_dict(), saved), noise="gaussian")
     assert opt.settings["noise"] == "torch-gaussian"
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))
     with pytest.raises(StateError, match="noise='rademacher'"):
-        run("gaussian", 0, (half.state_dict(), {**saved, "zo": {**saved["zo"], "noise": "rademacher"}}))
+        _small_run(0, (half.state_dict(), {**saved, "zo": {**saved["zo"], "noise": "rademacher"}}), noise="gaussian")
 
 
 def test_a_run_made_under_the_earlier_default_resumes_with_its_stream(tiny_model_dir, tiny_data_dir, tmp_path):

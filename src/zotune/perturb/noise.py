@@ -10,7 +10,7 @@ perturbed at once on worker threads (each reader owns its generator).
   C++ compiler is there and runs on every core; plain torch ops give the same values bit for bit otherwise.
 - :class:`Gaussian16Noise` (``"gaussian16"``, the default): a Gaussian of 65,536 equally likely values, from 16 bits
   of the same hash and a table (``normal.py``): E[z z^T] = I, its CDF within 1.5e-5 of the normal one,
-  |z| <= 4.39, at about twice the speed of ``gaussian``'s transform.
+  |z| <= 4.39, at more than twice the speed of ``gaussian``'s transform.
 - :class:`RademacherNoise` (``"rademacher"``): z_i = ±1, the top bit of the same hash. E[z z^T] = I, so SPSA with it
   is as unbiased as with Gaussians, and it costs a few integer operations per weight.
 - :class:`TorchGaussianNoise` (``"torch-gaussian"``): z ~ N(0, I) from torch's CPU generator (``normal_``), which
